@@ -1,0 +1,56 @@
+"""The "SuperAdmin only" rule, shared by every failsafe door."""
+
+from functools import wraps
+
+from django.contrib.auth.mixins import UserPassesTestMixin
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from rest_framework.permissions import BasePermission
+
+from .models import Role
+
+
+def is_superadmin(user) -> bool:
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and getattr(user, "role", None) == Role.SUPERADMIN
+    )
+
+
+class IsSuperAdmin(BasePermission):
+    """DRF: anonymous callers get 401 (via the authenticators), other roles 403."""
+
+    message = "SuperAdmin only."
+
+    def has_permission(self, request, view):
+        return is_superadmin(request.user)
+
+
+class SuperAdminRequiredMixin(UserPassesTestMixin):
+    """Class-based views: anonymous users go to the login page, other roles get 403."""
+
+    raise_exception = False
+
+    def test_func(self):
+        return is_superadmin(self.request.user)
+
+    def handle_no_permission(self):
+        if self.request.user.is_authenticated:
+            raise PermissionDenied("SuperAdmin only.")
+        return super().handle_no_permission()
+
+
+def superadmin_required(view_func):
+    """Function views: the same rule as SuperAdminRequiredMixin."""
+
+    @wraps(view_func)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_superadmin(request.user):
+            raise PermissionDenied("SuperAdmin only.")
+        return view_func(request, *args, **kwargs)
+
+    return wrapper

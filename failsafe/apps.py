@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class FailsafeConfig(AppConfig):
+    name = "failsafe"
+    verbose_name = "Failsafe"

@@ -1,0 +1,30 @@
+"""Failsafe tunables: `settings.FAILSAFE` over these defaults, read when needed."""
+
+from django.conf import settings
+
+DEFAULTS = {
+    # Models whose rows a snapshot holds and a restore brings back, in dependency order
+    # (a model before the models that point at it).
+    "CAPTURE": ["auth.Group", "accounts.User", "licensing.License"],
+    # Wrong passkeys / failsafe passwords allowed in WINDOW seconds before a COOLOFF lockout.
+    "LOCKOUT_THRESHOLD": 5,
+    "LOCKOUT_WINDOW": 15 * 60,
+    "LOCKOUT_COOLOFF": 15 * 60,
+    # A backup/restore lock older than this, or whose process is gone, is taken over.
+    "OPERATION_LOCK_STALE_AFTER": 60 * 60,
+    # Compare: this many licenses revoked or suspended at once is alarming...
+    "BULK_LICENSE_STATUS_THRESHOLD": 3,
+    # ...and so is this many password hashes changed at once.
+    "BULK_PASSWORD_CHANGE_THRESHOLD": 5,
+    # How many records each list of the record-level detail names at most.
+    "DETAIL_LIMIT": 100,
+    # Rows fetched from the database per round trip while streaming.
+    "FETCH_SIZE": 2000,
+}
+
+
+def setting(name: str):
+    configured = getattr(settings, "FAILSAFE", {}) or {}
+    if name in configured:
+        return configured[name]
+    return DEFAULTS[name]

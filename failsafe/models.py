@@ -1,0 +1,124 @@
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+# Failsafe rows name people by id and username, never by foreign key: a restore may delete
+# the user who took a backup, and deleting a user must never delete an audit event.
+
+
+class Backup(models.Model):
+    class Type(models.TextChoices):
+        EMERGENCY = "EMERGENCY", "Emergency"
+        SCHEDULED = "SCHEDULED", "Scheduled"
+        MANUAL = "MANUAL", "Manual"
+        PRE_RESTORE = "PRE_RESTORE", "Pre-restore"
+
+    class Status(models.TextChoices):
+        RUNNING = "RUNNING", "Running"
+        COMPLETE = "COMPLETE", "Complete"
+        FAILED = "FAILED", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=16, choices=Type.choices)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by_id = models.BigIntegerField(null=True, blank=True)
+    created_by_username = models.CharField(max_length=150, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True)
+
+    is_safe = models.BooleanField(default=False, db_index=True)
+    marked_safe_at = models.DateTimeField(null=True, blank=True)
+    marked_safe_by_username = models.CharField(max_length=150, blank=True)
+
+    # The captured SystemState, in the seed's shape (Timestamp, TotalUsers, ...).
+    state = models.JSONField(default=dict, blank=True)
+
+    archive_name = models.CharField(max_length=255, blank=True)
+    archive_size = models.BigIntegerField(default=0)
+    archive_sha256 = models.CharField(max_length=64, blank=True)
+    format_version = models.PositiveSmallIntegerField(default=0)
+    key_id = models.BigIntegerField(null=True, blank=True)
+
+    # The audit chain's head when this backup was taken: truncation below it is detectable.
+    audit_head_seq = models.BigIntegerField(null=True, blank=True)
+    audit_head_hash = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self):
+        return f"{self.get_type_display()} backup {self.id} ({self.created_at:%Y-%m-%d %H:%M:%S})"
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == self.Status.COMPLETE
+
+
+class AuditEvent(models.Model):
+    """One link of the append-only, HMAC-chained audit trail."""
+
+    class Source(models.TextChoices):
+        CLI = "cli", "Command line"
+        API = "api", "API"
+        ADMIN = "admin", "Admin"
+        TERMINAL = "terminal", "Terminal"
+        SYSTEM = "system", "System"
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "SUCCESS", "Success"
+        DENIED = "DENIED", "Denied"
+        FAILED = "FAILED", "Failed"
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_id = models.BigIntegerField(null=True, blank=True)
+    actor_username = models.CharField(max_length=150, blank=True, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    action = models.CharField(max_length=64, db_index=True)
+    target = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
+    details = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self):
+        return f"#{self.seq} {self.action} {self.outcome} by {self.actor_username or '-'}"
+
+
+class SecretAttemptCounter(models.Model):
+    """Wrong passkeys or failsafe passwords per account and action, for the lockout."""
+
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["username", "action"], name="one_counter_per_action"),
+        ]
+
+    def __str__(self):
+        return f"{self.username}/{self.action}: {self.failures}"
+
+
+class OperationLock(models.Model):
+    """The row that serializes backups and restores across processes."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    holder = models.CharField(max_length=255, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    acquired_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.name}: {self.holder or 'free'}"

@@ -1,0 +1,98 @@
+"""First-run set-up: the SuperAdmin, the server license passkey, optional demo data.
+
+Safe to run again: an existing SuperAdmin is left as it is, the passkey is only replaced on
+request, and demo data is topped up to the number asked, never duplicated.
+"""
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Role
+
+from . import services
+from .models import License
+
+DEMO_USER_PREFIX = "demo_user_"
+DEMO_LICENSE_INSTANCE = "demo"
+
+
+@dataclass
+class BootstrapResult:
+    username: str
+    superadmin_created: bool
+    generated_password: str | None = None
+    passkey: str | None = None
+    demo_users_created: int = 0
+    demo_licenses_created: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(15)
+
+
+@transaction.atomic
+def bootstrap(
+    *,
+    username: str,
+    email: str = "",
+    password: str | None = None,
+    demo: int = 0,
+    rotate_passkey: bool = False,
+) -> BootstrapResult:
+    User = get_user_model()
+    user = User.objects.filter(username=username).first()
+    result = BootstrapResult(username=username, superadmin_created=user is None)
+    if user is None:
+        if password is None:
+            password = result.generated_password = generate_password()
+        user = User(username=username, email=email, role=Role.SUPERADMIN, must_change_password=True)
+        user.set_password(password)
+        user.save()
+    elif user.role != Role.SUPERADMIN:
+        raise ValueError(
+            f"User {username!r} exists and is not a SuperAdmin; choose another --superadmin name"
+        )
+
+    result.passkey = services.issue_passkey(rotate=rotate_passkey)
+    if demo:
+        result.demo_users_created, result.demo_licenses_created = _top_up_demo_data(demo)
+    return result
+
+
+def _top_up_demo_data(count: int) -> tuple[int, int]:
+    User = get_user_model()
+    wanted_users = [f"{DEMO_USER_PREFIX}{i:04d}" for i in range(1, count + 1)]
+    existing = set(User.objects.filter(username__in=wanted_users).values_list("username", flat=True))
+    # Demo users cannot log in until someone gives them a password.
+    new_users = [
+        User(username=name, email=f"{name}@example.com", role=Role.USER, password="!")
+        for name in wanted_users
+        if name not in existing
+    ]
+    for user in new_users:
+        user.sync_flags_from_role()
+    User.objects.bulk_create(new_users)
+
+    wanted_licenses = max(1, count // 3)
+    have = License.objects.filter(instance_name=DEMO_LICENSE_INSTANCE).count()
+    owners = list(User.objects.filter(username__in=wanted_users).order_by("username")[:wanted_licenses])
+    now = timezone.now()
+    new_licenses = [
+        License(
+            owner=owners[i % len(owners)] if owners else None,
+            license_type=License.Type.STANDARD,
+            max_users=5,
+            issued_at=now,
+            expires_at=now + timedelta(days=365),
+            instance_name=DEMO_LICENSE_INSTANCE,
+        )
+        for i in range(have, wanted_licenses)
+    ]
+    License.objects.bulk_create(new_licenses)
+    return len(new_users), len(new_licenses)

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from accounts.views import PasswordChangeView
+
+admin.site.site_header = "RaOS Failsafe"
+admin.site.site_title = "RaOS Failsafe"
+admin.site.index_title = "Administration"
+
+urlpatterns = [
+    # The admin's own password-change page clears `must_change_password` too.
+    path("admin/password_change/", PasswordChangeView.as_view(), name="admin_password_change"),
+    path("admin/", admin.site.urls),
+    path("", include("accounts.urls")),
+]
