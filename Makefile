@@ -22,7 +22,7 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	chmod 600 .env
 
 var:
-	mkdir -p var
+	mkdir -p var/static var/backups
 
 setup: $(VENV)/.installed .env var
 

@@ -12,7 +12,10 @@ class UserAdmin(DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name", "email")}),
-        ("Role", {"fields": ("role", "must_change_password", "is_active", "is_staff", "is_superuser")}),
+        (
+            "Role",
+            {"fields": ("role", "must_change_password", "is_active", "is_staff", "is_superuser")},
+        ),
         ("Permissions", {"fields": ("groups", "user_permissions")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )

@@ -20,7 +20,11 @@ def is_superadmin(user) -> bool:
 
 
 class IsSuperAdmin(BasePermission):
-    """DRF: anonymous callers get 401 (via the authenticators), other roles 403."""
+    """DRF: refuses everyone but an active SuperAdmin.
+
+    Anonymous callers get 401 only if an authenticator offers a challenge; with session
+    authentication alone DRF answers 403 to them as to the other roles.
+    """
 
     message = "SuperAdmin only."
 

@@ -13,7 +13,5 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path(
-        "accounts/password_change/", views.PasswordChangeView.as_view(), name="password_change"
-    ),
+    path("accounts/password_change/", views.PasswordChangeView.as_view(), name="password_change"),
 ]

@@ -120,10 +120,12 @@ def live_sections() -> Iterator[Section]:
 @contextmanager
 def consistent_read():
     """One transaction for the whole capture; repeatable read where the database has it."""
+    # Inside an outer transaction (a test, a restore) the snapshot is that transaction's.
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql":
+        if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         yield
 
 

@@ -1,5 +1,6 @@
 import uuid
 
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.utils import timezone
 
@@ -58,8 +59,21 @@ class Backup(models.Model):
         return self.status == self.Status.COMPLETE
 
 
+class AuditEventQuerySet(models.QuerySet):
+    def delete(self):
+        raise AuditEvent.Immutable("An audit event cannot be deleted")
+
+
 class AuditEvent(models.Model):
-    """One link of the append-only, HMAC-chained audit trail."""
+    """One link of the append-only, HMAC-chained audit trail.
+
+    Rows are only ever inserted, by `failsafe.audit.record`. The ORM refuses to change or
+    delete one; someone who bypasses it (raw SQL, `.update()`) breaks the chain, and
+    `failsafe.audit.verify_chain` says where.
+    """
+
+    class Immutable(PermissionDenied):
+        """Something tried to change or delete an audit event."""
 
     class Source(models.TextChoices):
         CLI = "cli", "Command line"
@@ -86,11 +100,23 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
         ordering = ["seq"]
 
     def __str__(self):
         return f"#{self.seq} {self.action} {self.outcome} by {self.actor_username or '-'}"
+
+    def save(self, **kwargs):
+        if not self._state.adding or kwargs.get("force_update") or kwargs.get("update_fields"):
+            raise self.Immutable("An audit event cannot be changed")
+        # Always an INSERT: with a pk already set Django would otherwise try an UPDATE first.
+        kwargs["force_insert"] = True
+        super().save(**kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise self.Immutable("An audit event cannot be deleted")
 
 
 class SecretAttemptCounter(models.Model):

@@ -7,7 +7,15 @@ from .models import License, ServerLicense
 
 @admin.register(License)
 class LicenseAdmin(admin.ModelAdmin):
-    list_display = ("key", "owner", "license_type", "status", "max_users", "issued_at", "expires_at")
+    list_display = (
+        "key",
+        "owner",
+        "license_type",
+        "status",
+        "max_users",
+        "issued_at",
+        "expires_at",
+    )
     list_filter = ("status", "license_type")
     search_fields = ("key", "instance_name", "owner__username")
     readonly_fields = ("key",)
@@ -19,7 +27,12 @@ class ServerLicenseAdmin(admin.ModelAdmin):
     """Shows whether the secrets are set and when; never the hashes, and only to SuperAdmins."""
 
     list_display = ("__str__", "passkey_status", "failsafe_password_status")
-    fields = ("passkey_status", "failsafe_password_status", "failsafe_password_set_by", "created_at")
+    fields = (
+        "passkey_status",
+        "failsafe_password_status",
+        "failsafe_password_set_by",
+        "created_at",
+    )
     readonly_fields = fields
 
     @admin.display(description="Server license passkey")

@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import Role
 
 from . import services
+from .exceptions import SuperAdminNameTaken
 from .models import License
 
 DEMO_USER_PREFIX = "demo_user_"
@@ -41,6 +42,7 @@ def bootstrap(
     *,
     username: str,
     email: str = "",
+    # None: generate one, returned once in the result.
     password: str | None = None,
     demo: int = 0,
     rotate_passkey: bool = False,
@@ -55,9 +57,7 @@ def bootstrap(
         user.set_password(password)
         user.save()
     elif user.role != Role.SUPERADMIN:
-        raise ValueError(
-            f"User {username!r} exists and is not a SuperAdmin; choose another --superadmin name"
-        )
+        raise SuperAdminNameTaken(username)
 
     result.passkey = services.issue_passkey(rotate=rotate_passkey)
     if demo:
@@ -68,7 +68,9 @@ def bootstrap(
 def _top_up_demo_data(count: int) -> tuple[int, int]:
     User = get_user_model()
     wanted_users = [f"{DEMO_USER_PREFIX}{i:04d}" for i in range(1, count + 1)]
-    existing = set(User.objects.filter(username__in=wanted_users).values_list("username", flat=True))
+    existing = set(
+        User.objects.filter(username__in=wanted_users).values_list("username", flat=True)
+    )
     # Demo users cannot log in until someone gives them a password.
     new_users = [
         User(username=name, email=f"{name}@example.com", role=Role.USER, password="!")
@@ -81,7 +83,9 @@ def _top_up_demo_data(count: int) -> tuple[int, int]:
 
     wanted_licenses = max(1, count // 3)
     have = License.objects.filter(instance_name=DEMO_LICENSE_INSTANCE).count()
-    owners = list(User.objects.filter(username__in=wanted_users).order_by("username")[:wanted_licenses])
+    owners = list(
+        User.objects.filter(username__in=wanted_users).order_by("username")[:wanted_licenses]
+    )
     now = timezone.now()
     new_licenses = [
         License(

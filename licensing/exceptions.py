@@ -39,3 +39,12 @@ class WeakFailsafePassword(LicensingError):
     def __init__(self, messages: str | list[str]):
         self.messages = [messages] if isinstance(messages, str) else list(messages)
         super().__init__(" ".join(self.messages))
+
+
+class SuperAdminNameTaken(LicensingError):
+    """Bootstrap was asked for a SuperAdmin whose username belongs to another role."""
+
+    def __init__(self, username: str):
+        super().__init__(
+            f"User {username!r} exists and is not a SuperAdmin; choose another SuperAdmin name"
+        )

@@ -3,9 +3,12 @@ import json
 import os
 import sys
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from licensing.bootstrap import bootstrap
+from failsafe.keys import ensure_keyset_file
+from licensing.bootstrap import BootstrapResult, bootstrap
+from licensing.exceptions import LicensingError
 
 
 class Command(BaseCommand):
@@ -17,69 +20,76 @@ class Command(BaseCommand):
         parser.add_argument("--demo", type=int, default=0, metavar="N", help="add N demo users")
         parser.add_argument("--rotate-passkey", action="store_true")
         parser.add_argument("--json", action="store_true")
+        parser.add_argument("--no-input", "--noinput", action="store_false", dest="interactive")
 
     def handle(self, *args, **options):
         if options["demo"] < 0:
             raise CommandError("--demo must be 0 or more")
-        password = os.environ.get("RAOS_SUPERADMIN_PASSWORD") or None
-        if password is None and options["interactive"] and sys.stdin.isatty():
-            password = getpass.getpass("Password for the new SuperAdmin (empty: generate one): ")
-            password = password or None
         try:
             result = bootstrap(
                 username=options["superadmin"],
                 email=options["email"],
-                password=password,
+                password=self._superadmin_password(options),
                 demo=options["demo"],
                 rotate_passkey=options["rotate_passkey"],
             )
-        except ValueError as exc:
+        except LicensingError as exc:
             raise CommandError(str(exc)) from None
-        self._ensure_failsafe_keys()
-
+        keyset_created = ensure_keyset_file()
         if options["json"]:
-            self.stdout.write(
-                json.dumps(
-                    {
-                        "SuperAdmin": {
-                            "Username": result.username,
-                            "Created": result.superadmin_created,
-                            "OneTimePassword": result.generated_password,
-                        },
-                        "ServerLicensePasskey": result.passkey,
-                        "DemoUsersCreated": result.demo_users_created,
-                        "DemoLicensesCreated": result.demo_licenses_created,
-                    },
-                    indent=2,
-                )
-            )
-            return
+            self._print_json(result, keyset_created)
+        else:
+            self._print_text(result, keyset_created, demo=options["demo"])
+
+    def _superadmin_password(self, options) -> str | None:
+        password = os.environ.get("RAOS_SUPERADMIN_PASSWORD") or None
+        if password is not None or not (options["interactive"] and sys.stdin.isatty()):
+            return password
+        # Only ask when there is someone to create; an existing SuperAdmin is left alone.
+        if get_user_model().objects.filter(username=options["superadmin"]).exists():
+            return None
+        entered = getpass.getpass("Password for the new SuperAdmin (empty: generate one): ")
+        return entered or None
+
+    def _print_json(self, result: BootstrapResult, keyset_created: str | None):
+        # Nothing else goes to stdout here, so a script can parse it whole.
+        printed = {
+            "SuperAdmin": {
+                "Username": result.username,
+                "Created": result.superadmin_created,
+                "OneTimePassword": result.generated_password,
+            },
+            "ServerLicensePasskey": result.passkey,
+            "DemoUsersCreated": result.demo_users_created,
+            "DemoLicensesCreated": result.demo_licenses_created,
+            "FailsafeKeysetCreated": keyset_created,
+        }
+        self.stdout.write(json.dumps(printed, indent=2))
+
+    def _print_text(self, result: BootstrapResult, keyset_created: str | None, *, demo: int):
         if result.superadmin_created:
             self.stdout.write(self.style.SUCCESS(f"SuperAdmin created: {result.username}"))
             if result.generated_password:
-                self.stdout.write(f"One-time password (change it at first login): {result.generated_password}")
+                self.stdout.write(
+                    "One-time password (change it at first login): "
+                    f"{result.generated_password}"
+                )
         else:
             self.stdout.write(f"SuperAdmin {result.username} already exists; left unchanged.")
         if result.passkey:
-            self.stdout.write(self.style.WARNING(f"Server license passkey (shown once, keep it safe): {result.passkey}"))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Server license passkey (shown once, keep it safe): {result.passkey}"
+                )
+            )
         else:
-            self.stdout.write("Server license passkey already issued (use --rotate-passkey to replace it).")
-        if options["demo"]:
+            self.stdout.write(
+                "Server license passkey already issued (use --rotate-passkey to replace it)."
+            )
+        if keyset_created:
+            self.stdout.write(f"Failsafe archive keyset created: {keyset_created}")
+        if demo:
             self.stdout.write(
                 f"Demo data: {result.demo_users_created} users and "
                 f"{result.demo_licenses_created} licenses added."
             )
-
-    def _ensure_failsafe_keys(self):
-        try:
-            from failsafe.keys import ensure_keyset_file
-        except ImportError:
-            return
-        created = ensure_keyset_file()
-        if created:
-            self.stdout.write(f"Failsafe archive keyset created: {created}")
-
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.add_argument("--no-input", "--noinput", action="store_false", dest="interactive")
-        return parser

@@ -1,0 +1,61 @@
+"""What every `manage.py failsafe_*` command shares: the acting SuperAdmin, --json, refusals.
+
+A command parses its arguments, calls one service and prints the result; a refusal becomes
+a one-line CommandError (non-zero exit).
+"""
+
+import getpass
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from licensing.exceptions import LicensingError
+
+from .. import services
+from ..exceptions import FailsafeError
+from ..models import AuditEvent
+
+
+class FailsafeCommand(BaseCommand):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--user", metavar="USERNAME", help="the acting SuperAdmin (default: the only one)"
+        )
+        parser.add_argument("--json", action="store_true", help="print the seed's JSON shape")
+
+    def handle(self, *args, **options):
+        self.options = options
+        try:
+            user = services.resolve_superadmin(options.get("user"))
+            actor = services.Actor(user=user, source=AuditEvent.Source.CLI)
+            self.run(actor, **options)
+        except (FailsafeError, LicensingError) as exc:
+            raise CommandError(one_line(exc)) from None
+
+    def run(self, actor, **options):
+        raise NotImplementedError("each failsafe command implements run()")
+
+    def emit(self, payload: dict, human: str | None = None) -> None:
+        """The seed's JSON with --json; otherwise the human text (or the JSON, indented)."""
+        if self.options.get("json") or human is None:
+            self.stdout.write(json.dumps(payload, indent=2, default=str))
+        else:
+            self.stdout.write(human)
+
+    def read_secret(self, prompt: str, *, from_stdin: bool, confirm: bool = False) -> str:
+        """A secret comes from stdin (one line) or a prompt; never from argv."""
+        if from_stdin:
+            return sys.stdin.readline().rstrip("\r\n")
+        if not sys.stdin.isatty():
+            raise CommandError(
+                f"{prompt.rstrip(': ')}: no terminal to ask on; use the --*-stdin option"
+            )
+        secret = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Confirm: ") != secret:
+            raise CommandError("The two entries do not match; nothing was changed")
+        return secret
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__

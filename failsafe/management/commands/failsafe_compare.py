@@ -1,0 +1,19 @@
+from failsafe import presenters, services
+from failsafe.management.base import FailsafeCommand
+
+
+class Command(FailsafeCommand):
+    help = (
+        "Compare a backup (default: the live database) against another backup, the live "
+        "database, or (default) the last safe backup."
+    )
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument("backup_id", nargs="?", default=None, help="a backup id, or 'live'")
+        parser.add_argument("--against", metavar="BACKUP_ID|live", default=None)
+
+    def run(self, actor, *, backup_id, against, **options):
+        result = services.compare(actor=actor, backup_id=backup_id, against=against)
+        payload = result.to_seed_json()
+        self.emit(payload, presenters.comparison_text(payload))

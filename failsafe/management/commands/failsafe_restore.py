@@ -1,0 +1,45 @@
+from django.core.management.base import CommandError
+
+from failsafe import presenters, services
+from failsafe.management.base import FailsafeCommand
+
+
+class Command(FailsafeCommand):
+    help = (
+        "Restore the captured models from a backup, all or nothing (needs the failsafe password)."
+    )
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument("backup_id")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="show the changes, write nothing"
+        )
+        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument("--password-stdin", action="store_true")
+        parser.add_argument(
+            "--allow-cascade",
+            action="store_true",
+            help="accept deleting data outside the backup that depends on removed records",
+        )
+
+    def run(self, actor, *, backup_id, dry_run, yes, password_stdin, allow_cascade, **options):
+        if dry_run:
+            result = services.restore(actor=actor, backup_id=backup_id, dry_run=True)
+            payload = result.to_seed_json()
+            self.emit(payload, presenters.restore_text(payload))
+            return
+        if not yes:
+            preview = services.restore(actor=actor, backup_id=backup_id, dry_run=True)
+            self.stdout.write(presenters.restore_text(preview.to_seed_json()))
+            if input("Restore this backup? Type 'yes' to go on: ").strip().lower() != "yes":
+                raise CommandError("Restore cancelled; nothing was changed")
+        password = self.read_secret("Failsafe password: ", from_stdin=password_stdin)
+        result = services.restore(
+            actor=actor,
+            backup_id=backup_id,
+            password=password,
+            allow_cascade=allow_cascade,
+        )
+        payload = result.to_seed_json()
+        self.emit(payload, presenters.restore_text(payload))

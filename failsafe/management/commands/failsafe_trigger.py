@@ -1,0 +1,21 @@
+from failsafe import presenters, services
+from failsafe.management.base import FailsafeCommand
+
+
+class Command(FailsafeCommand):
+    help = (
+        "Emergency: back up now and investigate against the last safe backup (needs the passkey)."
+    )
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--passkey-stdin", action="store_true", help="read the passkey from stdin"
+        )
+        parser.add_argument("--reason", default="")
+
+    def run(self, actor, *, passkey_stdin, reason, **options):
+        passkey = self.read_secret("Server license passkey: ", from_stdin=passkey_stdin)
+        result = services.trigger(actor=actor, passkey=passkey, reason=reason)
+        payload = result.to_seed_json()
+        self.emit(payload, presenters.trigger_text(payload))

@@ -1,0 +1,15 @@
+from failsafe import services
+from failsafe.management.base import FailsafeCommand
+
+
+class Command(FailsafeCommand):
+    help = "Lift a lockout caused by wrong passkeys or failsafe passwords."
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument("--account", metavar="USERNAME", help="default: every account")
+
+    def run(self, actor, *, account, **options):
+        lifted = services.unlock(actor=actor, account=account)
+        payload = {"Success": True, "Message": f"{lifted} lockout(s) lifted", "Lifted": lifted}
+        self.emit(payload, self.style.SUCCESS(payload["Message"]))

@@ -1,0 +1,94 @@
+import json
+import re
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from accounts.models import Role
+from licensing import services
+from licensing.models import License
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+def bootstrap(*extra):
+    out = StringIO()
+    call_command("raos_bootstrap", "--superadmin", "root", "--json", *extra, stdout=out)
+    return json.loads(out.getvalue())
+
+
+@pytest.fixture(autouse=True)
+def _no_password_in_env(monkeypatch):
+    monkeypatch.delenv("RAOS_SUPERADMIN_PASSWORD", raising=False)
+
+
+def test_first_run_creates_the_superadmin_and_prints_the_secrets_once():
+    printed = bootstrap()
+    root = User.objects.get(username="root")
+    assert (root.role, root.must_change_password) == (Role.SUPERADMIN, True)
+    assert printed["SuperAdmin"]["Created"] is True
+    assert root.check_password(printed["SuperAdmin"]["OneTimePassword"])
+    assert services.passkey_is_valid(printed["ServerLicensePasskey"])
+    assert printed["FailsafeKeysetCreated"] == settings.FAILSAFE_KEYSET_FILE
+
+
+def test_the_superadmin_password_can_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RAOS_SUPERADMIN_PASSWORD", "chosen by the operator 81")
+    printed = bootstrap()
+    assert printed["SuperAdmin"]["OneTimePassword"] is None
+    assert User.objects.get(username="root").check_password("chosen by the operator 81")
+
+
+def test_a_second_run_prints_no_passkey_and_creates_nothing():
+    first = bootstrap()
+    counts = (User.objects.count(), License.objects.count())
+    second = bootstrap()
+    assert second["ServerLicensePasskey"] is None
+    assert second["FailsafeKeysetCreated"] is None
+    assert second["SuperAdmin"] == {"Username": "root", "Created": False, "OneTimePassword": None}
+    assert (User.objects.count(), License.objects.count()) == counts
+    assert services.passkey_is_valid(first["ServerLicensePasskey"])
+
+
+def test_rotate_passkey_prints_a_new_one_and_retires_the_old():
+    old = bootstrap()["ServerLicensePasskey"]
+    new = bootstrap("--rotate-passkey")["ServerLicensePasskey"]
+    assert new not in (None, old)
+    assert services.passkey_is_valid(new)
+    assert not services.passkey_is_valid(old)
+
+
+def test_demo_data_is_added_once():
+    printed = bootstrap("--demo", "9")
+    assert (printed["DemoUsersCreated"], printed["DemoLicensesCreated"]) == (9, 3)
+    assert User.objects.filter(role=Role.USER).count() == 9
+    assert License.objects.count() == 3
+
+    again = bootstrap("--demo", "9")
+    assert (again["DemoUsersCreated"], again["DemoLicensesCreated"]) == (0, 0)
+    assert (User.objects.count(), License.objects.count()) == (10, 3)
+
+
+def test_an_existing_user_of_another_role_is_not_made_superadmin():
+    UserFactory(username="root", role=Role.ADMIN)
+    with pytest.raises(CommandError, match="'root' exists and is not a SuperAdmin"):
+        bootstrap()
+    assert User.objects.get(username="root").role == Role.ADMIN
+    assert not services.get_server_license().passkey_is_set
+
+
+def test_text_output_shows_the_passkey_only_on_the_first_run():
+    first, second = StringIO(), StringIO()
+    call_command("raos_bootstrap", "--superadmin", "root", stdout=first)
+    call_command("raos_bootstrap", "--superadmin", "root", stdout=second)
+    passkey_pattern = r"SERVER-[A-Z2-9]{6}-[A-Z2-9]{6}-[A-Z2-9]{6}"
+    assert "SuperAdmin created: root" in first.getvalue()
+    assert len(re.findall(passkey_pattern, first.getvalue())) == 1
+    assert re.search(passkey_pattern, second.getvalue()) is None
+    assert "already issued" in second.getvalue()
