@@ -37,6 +37,10 @@ run: migrate
 test: setup $(VENV)/.dev-installed
 	$(PY) -m pytest
 
+# The benchmark against dumpdata/loaddata (bench/README.md): make bench ARGS="--rows 1000000"
+bench: setup
+	$(PY) bench/run.py $(ARGS)
+
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
 

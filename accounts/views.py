@@ -1,7 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.shortcuts import redirect
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from .permissions import is_superadmin
 
@@ -9,10 +9,7 @@ from .permissions import is_superadmin
 def landing_url(user) -> str:
     """Where a user goes after logging in or changing a password."""
     if is_superadmin(user):
-        try:
-            return reverse("failsafe:terminal")
-        except NoReverseMatch:
-            return reverse("admin:index")
+        return reverse("failsafe:terminal")
     if user.is_staff:
         return reverse("admin:index")
     return reverse("accounts:password_change")

@@ -79,9 +79,9 @@ def record(
         "actor_id": actor.pk if actor is not None else None,
         "actor_username": actor.get_username()[:150] if actor is not None else "",
         "source": source,
-        "action": action[:64],
+        "action": _text(action)[:64],
         # Targets may echo what a user typed (an invalid backup id); the column holds 255.
-        "target": str(target or "")[:255],
+        "target": _text(target or "")[:255],
         "outcome": outcome,
         "details": _json_safe(details or {}),
         "ip_address": _valid_ip(ip),
@@ -260,6 +260,11 @@ def _looks_secret(key: str) -> bool:
     return any(word in lowered for word in SECRET_KEY_WORDS)
 
 
+def _text(value) -> str:
+    # PostgreSQL cannot store NUL characters, in text columns or in jsonb; a user can type one.
+    return str(value).replace("\x00", "\ufffd")
+
+
 def _json_safe(value):
     """`value` as JSON that reads back identically, with anything secret-looking redacted."""
     if isinstance(value, dict):
@@ -274,8 +279,7 @@ def _json_safe(value):
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, str):
-        # PostgreSQL's jsonb cannot hold NUL characters.
-        return value.replace("\x00", "\ufffd")
+        return _text(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)

@@ -20,6 +20,9 @@ DEFAULTS = {
     "DETAIL_LIMIT": 100,
     # Rows fetched from the database per round trip while streaming.
     "FETCH_SIZE": 2000,
+    # The garbage collector keeps unreferenced chunks younger than this, in case a backup
+    # whose lock was taken over as stale is still writing them.
+    "GC_GRACE_SECONDS": 60 * 60,
 }
 
 

@@ -1,4 +1,5 @@
-"""The failsafe's key material: the Tink keyset that encrypts archives, and the audit key.
+"""The failsafe's key material: the Tink keyset that encrypts archives, the audit key, and
+the key that names archive chunks.
 
 The keyset is JSON, either inline in `settings.FAILSAFE_KEYSET` (kept by whatever holds the
 environment's secrets) or in the file `settings.FAILSAFE_KEYSET_FILE`, which this module can
@@ -35,6 +36,9 @@ INLINE_ROTATION = (
 
 # Salt of the audit key derived from SECRET_KEY; changing it breaks every existing chain.
 AUDIT_KEY_SALT = "raos.failsafe.audit-chain"
+# Salt of the chunk-id key. Changing it (or FAILSAFE_CHUNK_KEY, or SECRET_KEY) only costs
+# deduplication: manifests name their chunks, so old backups still read.
+CHUNK_KEY_SALT = "raos.failsafe.chunk-id"
 
 # 1 MB segments: a reader holds one segment, so memory stays flat for any archive size.
 KEY_TEMPLATE = tink_streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
@@ -224,4 +228,21 @@ def audit_key() -> bytes:
         return configured.encode("utf-8")
     return salted_hmac(
         AUDIT_KEY_SALT, "audit-key", secret=settings.SECRET_KEY, algorithm="sha256"
+    ).digest()
+
+
+def chunk_id_key(key_id: int) -> bytes:
+    """The 32-byte key of the keyed hash that names the chunks encrypted under `key_id`.
+
+    From FAILSAFE_CHUNK_KEY, else from SECRET_KEY; never stored with the archives. Keyed, so
+    someone who can list the archive storage cannot test a guess of a chunk's rows against
+    its name. One key per keyset key: after a rotation, new backups write their chunks
+    afresh under the new primary key instead of reusing ones encrypted under the old key.
+    """
+    configured = getattr(settings, "FAILSAFE_CHUNK_KEY", "") or ""
+    return salted_hmac(
+        CHUNK_KEY_SALT,
+        f"chunk-id-key:{key_id}",
+        secret=configured or settings.SECRET_KEY,
+        algorithm="sha256",
     ).digest()

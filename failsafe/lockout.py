@@ -4,13 +4,16 @@ Counted per (username, action): a wrong passkey on a restore does not lock the s
 account's failsafe password change. LOCKOUT_THRESHOLD failures within LOCKOUT_WINDOW seconds
 lock the action for LOCKOUT_COOLOFF seconds. A lockout is never permanent: it ends by itself
 when the cool-off is over, and `unlock` (manage.py failsafe_unlock, from the server's shell)
-lifts it at once. Callers check `ensure_not_locked` before looking at the secret, so a
-locked account's attempts are refused without a guess being tested.
+lifts it at once. Callers check secrets inside `attempt`, so a locked account's attempts
+are refused without a guess being tested.
 """
 
 import datetime
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -36,6 +39,16 @@ def _minutes_left(locked_until: datetime.datetime, now: datetime.datetime) -> in
     return max(1, math.ceil((locked_until - now).total_seconds() / 60))
 
 
+def _refusal(counter: SecretAttemptCounter, now: datetime.datetime) -> LockedOut:
+    minutes = _minutes_left(counter.locked_until, now)
+    until = counter.locked_until.astimezone(datetime.UTC)
+    return LockedOut(
+        f"Too many failed attempts: {counter.action} is locked for {counter.username} until "
+        f"{until:%H:%M} UTC (about {minutes} minute{'' if minutes == 1 else 's'}). "
+        "Run manage.py failsafe_unlock to lift it"
+    )
+
+
 def ensure_not_locked(*, username: str, action: str) -> None:
     """Raise LockedOut while `action` is locked for `username`; check no secret."""
     username, action = _normalized(username, action)
@@ -43,15 +56,8 @@ def ensure_not_locked(*, username: str, action: str) -> None:
     counter = SecretAttemptCounter.objects.filter(
         username=username, action=action, locked_until__gt=now
     ).first()
-    if counter is None:
-        return
-    minutes = _minutes_left(counter.locked_until, now)
-    until = counter.locked_until.astimezone(datetime.UTC)
-    raise LockedOut(
-        f"Too many failed attempts: {action} is locked for {username} until "
-        f"{until:%H:%M} UTC (about {minutes} minute{'' if minutes == 1 else 's'}). "
-        "Run manage.py failsafe_unlock to lift it"
-    )
+    if counter is not None:
+        raise _refusal(counter, now)
 
 
 def _locked_counter(username: str, action: str) -> SecretAttemptCounter:
@@ -69,31 +75,14 @@ def _locked_counter(username: str, action: str) -> SecretAttemptCounter:
     return SecretAttemptCounter.objects.select_for_update().get(pk=counter.pk)
 
 
-def register_failure(*, username: str, action: str) -> SecretAttemptCounter:
-    """Count one wrong secret; the THRESHOLD-th within the window starts the cool-off."""
-    username, action = _normalized(username, action)
-    with transaction.atomic():
-        counter = _locked_counter(username, action)
-        now = timezone.now()
-        if counter.locked_until is not None and counter.locked_until > now:
-            # An attempt that passed ensure_not_locked just before the lock engaged. It
-            # counts, but never extends the cool-off: a lockout must end by itself.
-            counter.failures += 1
-        else:
-            window = datetime.timedelta(seconds=setting("LOCKOUT_WINDOW"))
-            window_expired = (
-                counter.window_started_at is None or now - counter.window_started_at > window
-            )
-            # An ended cool-off starts a fresh window, like an expired one.
-            if counter.locked_until is not None or window_expired:
-                counter.failures = 0
-                counter.window_started_at = now
-                counter.locked_until = None
-            counter.failures += 1
-            if counter.failures >= setting("LOCKOUT_THRESHOLD"):
-                counter.locked_until = now + datetime.timedelta(seconds=setting("LOCKOUT_COOLOFF"))
-        counter.save(update_fields=["failures", "window_started_at", "locked_until"])
-    return counter
+def _restart_window_if_over(counter: SecretAttemptCounter, now: datetime.datetime) -> None:
+    """An expired window, or an ended cool-off, starts counting afresh."""
+    window = datetime.timedelta(seconds=setting("LOCKOUT_WINDOW"))
+    window_expired = counter.window_started_at is None or now - counter.window_started_at > window
+    if counter.locked_until is not None or window_expired:
+        counter.failures = 0
+        counter.window_started_at = now
+        counter.locked_until = None
 
 
 def register_success(*, username: str, action: str) -> None:
@@ -106,6 +95,58 @@ def register_success(*, username: str, action: str) -> None:
     SecretAttemptCounter.objects.filter(username=username, action=action).filter(
         Q(locked_until__isnull=True) | Q(locked_until__lte=timezone.now())
     ).update(**_RESET)
+
+
+@contextmanager
+def attempt(*, username: str, action: str) -> Iterator[None]:
+    """Guard one check of a secret: `with attempt(...): check_the_secret()`.
+
+    The attempt is counted as a failure *before* the secret is checked, under the counter's
+    row lock, so requests sent in parallel cannot test more than THRESHOLD guesses between
+    them: the one over the threshold locks the action and is refused unchecked. A
+    PermissionDenied from the block confirms the failure; a clean exit is a success and
+    forgets the failures; any other error was no guess and gives the attempt back.
+    """
+    username, action = _normalized(username, action)
+    _reserve(username, action)
+    try:
+        yield
+    except PermissionDenied:
+        _confirm_failure(username, action)
+        raise
+    except BaseException:
+        SecretAttemptCounter.objects.filter(
+            username=username, action=action, failures__gt=0
+        ).update(failures=F("failures") - 1)
+        raise
+    register_success(username=username, action=action)
+
+
+def _reserve(username: str, action: str) -> None:
+    with transaction.atomic():
+        counter = _locked_counter(username, action)
+        now = timezone.now()
+        if counter.locked_until is not None and counter.locked_until > now:
+            raise _refusal(counter, now)
+        _restart_window_if_over(counter, now)
+        counter.failures += 1
+        over_threshold = counter.failures > setting("LOCKOUT_THRESHOLD")
+        if over_threshold:
+            counter.locked_until = now + datetime.timedelta(seconds=setting("LOCKOUT_COOLOFF"))
+        counter.save(update_fields=["failures", "window_started_at", "locked_until"])
+    # Raised after the commit, so the lock it engaged stays.
+    if over_threshold:
+        raise _refusal(counter, now)
+
+
+def _confirm_failure(username: str, action: str) -> None:
+    with transaction.atomic():
+        counter = _locked_counter(username, action)
+        now = timezone.now()
+        already_locked = counter.locked_until is not None and counter.locked_until > now
+        if not already_locked and counter.failures >= setting("LOCKOUT_THRESHOLD"):
+            counter.locked_until = now + datetime.timedelta(seconds=setting("LOCKOUT_COOLOFF"))
+            counter.save(update_fields=["locked_until"])
 
 
 def unlock(*, username: str | None = None) -> int:

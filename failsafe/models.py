@@ -37,8 +37,11 @@ class Backup(models.Model):
     # The captured SystemState, in the seed's shape (Timestamp, TotalUsers, ...).
     state = models.JSONField(default=dict, blank=True)
 
+    # Format 2: the manifest. archive_size counts it and every chunk it names, shared with
+    # other backups or not; bytes_written is what this backup added to the storage.
     archive_name = models.CharField(max_length=255, blank=True)
     archive_size = models.BigIntegerField(default=0)
+    bytes_written = models.BigIntegerField(default=0)
     archive_sha256 = models.CharField(max_length=64, blank=True)
     format_version = models.PositiveSmallIntegerField(default=0)
     key_id = models.BigIntegerField(null=True, blank=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
@@ -25,9 +25,11 @@ from licensing.exceptions import LicensingError
 
 from . import audit, capture, lockout, oplock
 from . import restore as restore_engine
-from .archive import get_store
+from .archive import chunked, get_store, shared_chunks
+from .archive.garbage import GarbageReport
 from .compare import ComparisonResult, Snapshot, live_snapshot
 from .compare import compare as compare_snapshots
+from .conf import setting
 from .exceptions import (
     ArchiveCorrupt,
     BackupNotFound,
@@ -43,6 +45,8 @@ SOURCES = {choice for choice, _ in AuditEvent.Source.choices}
 ACTION_TRIGGER = "failsafe.trigger"
 ACTION_RESTORE = "failsafe.restore"
 ACTION_SET_PASSWORD = "failsafe.setpassword"
+ACTION_DELETE = "failsafe.delete"
+ACTION_GC = "failsafe.gc"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,11 @@ def _record(actor: Actor, action: str, target: str, outcome: str, details: dict)
 def _require_superadmin(actor: Actor) -> None:
     if not is_superadmin(actor.user):
         raise NotSuperAdmin("SuperAdmin only")
+
+
+def _secret_attempt(actor: Actor, action: str):
+    """Guard one check of a secret with the lockout (see failsafe.lockout.attempt)."""
+    return lockout.attempt(username=actor.username, action=action)
 
 
 def parse_backup_id(value) -> uuid.UUID:
@@ -207,17 +216,12 @@ def set_failsafe_password(
         _require_superadmin(actor)
         changing = licensing.failsafe_password_is_set()
         details["change"] = changing
-        if changing:
-            lockout.ensure_not_locked(username=actor.username, action=ACTION_SET_PASSWORD)
-        try:
+        # Changing it checks the current password: that is a guess, and guesses are limited.
+        guard = _secret_attempt(actor, ACTION_SET_PASSWORD) if changing else nullcontext()
+        with guard:
             replaced = licensing.set_failsafe_password(
                 password=password, user=actor.user, current_password=current_password
             )
-        except PermissionDenied:
-            lockout.register_failure(username=actor.username, action=ACTION_SET_PASSWORD)
-            raise
-        if changing:
-            lockout.register_success(username=actor.username, action=ACTION_SET_PASSWORD)
         return PasswordResult(replaced=replaced, timestamp=_iso(timezone.now()))
 
 
@@ -257,6 +261,7 @@ def _take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
             created_by_id=getattr(actor.user, "pk", None),
             created_by_username=actor.username,
         )
+        previous = _latest_chunked_backup()
         try:
             with capture.consistent_read():
                 state = capture.system_state()
@@ -270,6 +275,9 @@ def _take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
                         "state": state,
                     },
                     sections=capture.live_sections(),
+                    # Sizes of the chunks it shares with this backup, without asking the
+                    # storage for each one.
+                    previous=_archive_args(previous) if previous else None,
                 )
         except Exception as exc:
             backup.status = Backup.Status.FAILED
@@ -280,6 +288,7 @@ def _take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
         backup.state = state
         backup.archive_name = info.name
         backup.archive_size = info.size
+        backup.bytes_written = info.bytes_written
         backup.archive_sha256 = info.sha256
         backup.format_version = info.format_version
         backup.key_id = info.key_id
@@ -289,6 +298,14 @@ def _take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
         backup.finished_at = timezone.now()
         backup.save()
         return backup
+
+
+def _latest_chunked_backup() -> Backup | None:
+    return (
+        Backup.objects.filter(status=Backup.Status.COMPLETE, format_version=chunked.FORMAT_VERSION)
+        .order_by("-created_at")
+        .first()
+    )
 
 
 def mark_safe(*, actor: Actor, backup_id) -> Backup:
@@ -318,8 +335,8 @@ def _archive_args(backup: Backup) -> dict:
     }
 
 
-def _verify_archive(backup: Backup) -> dict[str, int]:
-    return get_store().verify(**_archive_args(backup))
+def _verify_archive(backup: Backup, *, checked_chunks: set[bytes] | None = None) -> dict[str, int]:
+    return get_store().verify(**_archive_args(backup), checked_chunks=checked_chunks)
 
 
 @contextmanager
@@ -338,12 +355,46 @@ def _snapshot_of(backup: Backup | None) -> Iterator[Snapshot]:
             yield snapshot
 
 
+@contextmanager
+def _backup_snapshots(baseline: Backup, current: Backup) -> Iterator[tuple[Snapshot, Snapshot]]:
+    """Both backups as snapshots that leave out the chunks they share.
+
+    A shared chunk holds the same rows on both sides, which compare to no difference; the
+    counts and states come from the manifests, so the result is the same as reading every
+    row, for a fraction of the work when the backups differ by little. Only chunked
+    (format 2) backups share chunks; otherwise every row is read.
+    """
+    store = get_store()
+    with (
+        store.open(**_archive_args(baseline)) as old_reader,
+        store.open(**_archive_args(current)) as new_reader,
+    ):
+        shared = shared_chunks(old_reader, new_reader)
+        yield (
+            Snapshot(
+                str(baseline.id),
+                old_reader.meta.get("state", baseline.state),
+                old_reader.sections(skip_chunks=shared),
+            ),
+            Snapshot(
+                str(current.id),
+                new_reader.meta.get("state", current.state),
+                new_reader.sections(skip_chunks=shared),
+            ),
+        )
+
+
 def _compare_with_baseline(*, baseline: Backup | None, current: Backup | None) -> ComparisonResult:
     """Compare `current` (None: live) against `baseline`; an unreadable baseline is an issue."""
     if baseline is None:
         return ComparisonResult.no_safe_backup()
     try:
-        with _snapshot_of(baseline) as old, _snapshot_of(current) as new:
+        if current is None:
+            with _snapshot_of(baseline) as old, _snapshot_of(None) as new:
+                return compare_snapshots(
+                    baseline=old, current=new, baseline_backup_id=str(baseline.id)
+                )
+        with _backup_snapshots(baseline, current) as (old, new):
             return compare_snapshots(baseline=old, current=new, baseline_backup_id=str(baseline.id))
     except ArchiveCorrupt as exc:
         if current is not None and str(current.id) in str(exc):
@@ -405,14 +456,9 @@ def trigger(*, actor: Actor, passkey: str, reason: str = "") -> TriggerResult:
     """
     with _audited(actor, ACTION_TRIGGER) as details:
         _require_superadmin(actor)
-        lockout.ensure_not_locked(username=actor.username, action=ACTION_TRIGGER)
         licensing.require_failsafe_password_set()
-        try:
+        with _secret_attempt(actor, ACTION_TRIGGER):
             licensing.require_valid_passkey(passkey)
-        except PermissionDenied:
-            lockout.register_failure(username=actor.username, action=ACTION_TRIGGER)
-            raise
-        lockout.register_success(username=actor.username, action=ACTION_TRIGGER)
         backup = _take_backup(
             actor=actor, backup_type=Backup.Type.EMERGENCY, reason=reason or "Emergency trigger"
         )
@@ -479,14 +525,9 @@ def restore(
         _require_superadmin(actor)
         backup = _usable_backup(backup_id)
         if not dry_run:
-            lockout.ensure_not_locked(username=actor.username, action=ACTION_RESTORE)
             licensing.require_failsafe_password_set()
-            try:
+            with _secret_attempt(actor, ACTION_RESTORE):
                 licensing.require_valid_failsafe_password(password)
-            except PermissionDenied:
-                lockout.register_failure(username=actor.username, action=ACTION_RESTORE)
-                raise
-            lockout.register_success(username=actor.username, action=ACTION_RESTORE)
 
         # Refuse a damaged or foreign-schema archive before anything is touched.
         _verify_archive(backup)
@@ -571,15 +612,121 @@ def verify(*, actor: Actor, backup_id=None, all_backups: bool = False) -> list[V
                 raise BackupNotFound("No backups to verify yet")
             backups = [newest]
         results = []
+        # Backups share most of their chunks: each is read and checked once per run.
+        checked_chunks: set[bytes] = set()
         for backup in backups:
             try:
-                results.append(VerifyResult(backup, True, counts=_verify_archive(backup)))
+                counts = _verify_archive(backup, checked_chunks=checked_chunks)
+                results.append(VerifyResult(backup, True, counts=counts))
             except ArchiveCorrupt as exc:
                 results.append(VerifyResult(backup, False, error=str(exc)))
         details.update(
             checked=len(results), corrupt=[str(r.backup.id) for r in results if not r.ok]
         )
         return results
+
+
+# --- storage: deleting backups and collecting their chunks ---------------------------
+
+
+@dataclass
+class DeleteResult:
+    backup_id: str
+    backup_type: str
+    was_safe: bool
+    format_version: int
+
+    def to_seed_json(self) -> dict:
+        return {
+            "Success": True,
+            "Message": "Backup deleted",
+            "BackupId": self.backup_id,
+            "Type": self.backup_type,
+            "WasSafe": self.was_safe,
+            "Note": "Chunks it shared with other backups are kept; "
+            "run failsafe_gc to free the space of the others"
+            if self.format_version == chunked.FORMAT_VERSION
+            else None,
+        }
+
+
+def _refuse_deletion(backup: Backup, *, force: bool) -> None:
+    if force:
+        return
+    if backup.status == Backup.Status.RUNNING:
+        raise FailsafeError(
+            f"Backup {backup.id} is still running: wait for it to finish "
+            "(if the process that took it is gone, pass --force)"
+        )
+    if (
+        backup.is_safe
+        and backup.is_complete
+        and not Backup.objects.filter(is_safe=True, status=Backup.Status.COMPLETE)
+        .exclude(pk=backup.pk)
+        .exists()
+    ):
+        raise FailsafeError(
+            f"Backup {backup.id} is the only safe backup: without it there is nothing to "
+            "compare against or restore to. Mark another backup safe first, or pass --force"
+        )
+
+
+def delete_backup(*, actor: Actor, backup_id, force: bool = False) -> DeleteResult:
+    """Deletes a backup's row and its manifest (format 1: its archive file).
+
+    Refuses a RUNNING backup and the only safe one unless `force`; a backup that is really
+    being written is refused even then, because its writer holds the operation lock.
+    The chunks stay until collect_garbage finds no other backup naming them.
+    """
+    with _audited(actor, ACTION_DELETE, target=str(backup_id)[:64]) as details:
+        _require_superadmin(actor)
+        details["force"] = force
+        backup = get_backup(backup_id)
+        holder = f"deletion of backup {backup.id} by {actor.username}"
+        with oplock.operation_lock(holder=holder), transaction.atomic():
+            backup = Backup.objects.select_for_update().get(pk=backup.pk)
+            _refuse_deletion(backup, force=force)
+            result = DeleteResult(
+                backup_id=str(backup.id),
+                backup_type=backup.type,
+                was_safe=backup.is_safe,
+                format_version=backup.format_version,
+            )
+            details.update(type=backup.type, status=backup.status, was_safe=backup.is_safe)
+            # The file first: if deleting the row then fails, the row says the archive is
+            # missing and the deletion can be retried; the other way round, a manifest
+            # nobody lists would keep its chunks forever.
+            get_store().delete(backup.archive_name)
+            backup.delete()
+        return result
+
+
+def collect_garbage(*, actor: Actor, dry_run: bool = False) -> GarbageReport:
+    """Deletes the chunks no backup's manifest names, older than GC_GRACE_SECONDS.
+
+    Runs under the operation lock, so never while a backup is writing chunks: raises
+    OperationInProgress then. Raises ArchiveCorrupt, deleting nothing, when a manifest
+    cannot be read.
+    """
+    with _audited(actor, ACTION_GC) as details:
+        _require_superadmin(actor)
+        details["dry_run"] = dry_run
+        with oplock.operation_lock(holder=f"garbage collection by {actor.username or 'system'}"):
+            chunked_backups = Backup.objects.exclude(archive_name="").filter(
+                format_version=chunked.FORMAT_VERSION
+            )
+            report = get_store().collect_garbage(
+                manifests=[_archive_args(backup) for backup in chunked_backups],
+                grace_seconds=int(setting("GC_GRACE_SECONDS")),
+                dry_run=dry_run,
+            )
+        details.update(
+            deleted=report.deleted,
+            bytes_freed=report.bytes_freed,
+            kept_recent=report.kept_recent,
+            missing=report.missing,
+        )
+        return report
 
 
 def verify_audit_chain(*, actor: Actor):

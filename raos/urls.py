@@ -11,5 +11,7 @@ urlpatterns = [
     # The admin's own password-change page clears `must_change_password` too.
     path("admin/password_change/", PasswordChangeView.as_view(), name="admin_password_change"),
     path("admin/", admin.site.urls),
+    path("api/", include("failsafe.api.urls")),
+    path("", include("failsafe.urls")),
     path("", include("accounts.urls")),
 ]

@@ -2,13 +2,15 @@
 
 Callers write a snapshot stream and get back what the Backup row records (`ArchiveInfo`),
 and open an archive by that record to get the stream back. How bytes are laid out is the
-format module's business (`single_file` today); where they live is a Django storage: the
+format module's business: `chunked` (format 2, what new backups use: deduplicated chunks
+and a manifest) or `single_file` (format 1, still read). The archive's name says which:
+`<backup id>.manifest` or `<backup id>.rfs`. Where bytes live is a Django storage: the
 `"failsafe"` entry of STORAGES when there is one (S3 or anything django-storages offers),
 else a private directory at FAILSAFE_BACKUP_DIR.
 
-An archive is written to a local temporary file and only saved under its final name once
-complete, so a failed or interrupted backup never leaves a partial archive behind a name.
-Opening checks the stored SHA-256 before decrypting anything.
+Nothing is ever saved under its final name until complete (files.save_via_temp), so a
+failed or interrupted backup leaves no manifest or archive behind a name. Opening checks
+the stored SHA-256 of the manifest or archive before decrypting anything.
 """
 
 from __future__ import annotations
@@ -16,23 +18,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import os
-import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from django.conf import settings
-from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from .. import keys
 from ..capture import Section
 from ..exceptions import ArchiveCorrupt, InvalidBackupId
-from . import single_file
+from . import chunked, files, garbage, single_file
 
-FORMAT_VERSION = single_file.FORMAT_VERSION
+# What new backups are written in.
+FORMAT_VERSION = chunked.FORMAT_VERSION
 STORAGE_ALIAS = "failsafe"
 _READ_CHUNK = 1024 * 1024
 
@@ -42,20 +42,28 @@ class ArchiveInfo:
     """What the Backup row records about its archive."""
 
     name: str
+    # Stored bytes the backup needs: its manifest and every chunk it names, shared or not.
     size: int
     sha256: str
     format_version: int
     key_id: int
     counts: dict[str, int] = field(default_factory=dict)
+    # Stored bytes this write added: new chunks and the manifest.
+    bytes_written: int = 0
+    chunks: int = 0
+    chunks_written: int = 0
 
 
 class SnapshotReader(Protocol):
     """An opened archive. `sections()` may be iterated once; `counts` is set at its end."""
 
+    format_version: int
     meta: dict
     counts: dict[str, int] | None
 
-    def sections(self) -> Iterator[Section]: ...
+    def sections(
+        self, *, skip_chunks: Mapping[str, Collection[bytes]] | None = None
+    ) -> Iterator[Section]: ...
 
 
 class _HashingWriter:
@@ -76,17 +84,6 @@ class _HashingWriter:
         return self._digest.hexdigest()
 
 
-class _MovableArchive(File):
-    # FileSystemStorage moves a file that has a path instead of copying it; in the same
-    # directory that is one atomic rename, so the final name never holds a partial file.
-    def __init__(self, file, path: str):
-        super().__init__(file)
-        self._path = path
-
-    def temporary_file_path(self) -> str:
-        return self._path
-
-
 def _backup_key(backup_id) -> str:
     """The canonical text of a backup id: the archive's name and its associated data."""
     try:
@@ -95,57 +92,123 @@ def _backup_key(backup_id) -> str:
         raise InvalidBackupId(f"Backup id {str(backup_id)[:64]!r} is not a UUID") from None
 
 
+def shared_chunks(first: SnapshotReader, second: SnapshotReader) -> dict[str, frozenset[bytes]]:
+    """Per model, the chunks both archives hold, so both sides of a compare can skip them.
+
+    Identical rows make no difference, and leaving the same rows out of both sides keeps
+    each in primary-key order, so the merge-join of the rest finds every difference. Empty
+    unless both archives are chunked.
+    """
+    if not (isinstance(first, chunked.ChunkedReader) and isinstance(second, chunked.ChunkedReader)):
+        return {}
+    first_ids, second_ids = first.chunk_ids(), second.chunk_ids()
+    return {
+        label: first_ids[label] & second_ids[label]
+        for label in first_ids.keys() & second_ids.keys()
+    }
+
+
 class ArchiveStore:
     def __init__(self, storage: Storage):
         self.storage = storage
 
-    def _temp_dir(self) -> str | None:
-        if isinstance(self.storage, FileSystemStorage):
-            # Same directory as the final file, so saving it is a rename, not a copy.
-            os.makedirs(self.storage.location, mode=0o700, exist_ok=True)
-            return self.storage.location
-        return None  # the system temp dir; the storage then uploads a copy
+    def write(
+        self,
+        *,
+        backup_id: str,
+        meta: dict,
+        sections: Iterable[Section],
+        format_version: int = FORMAT_VERSION,
+        previous: dict | None = None,
+    ) -> ArchiveInfo:
+        """Encrypts the snapshot into the store, in format 2 unless told otherwise.
 
-    def _save(self, name: str, temp_path: str) -> str:
-        with open(temp_path, "rb") as temp_file:
-            if isinstance(self.storage, FileSystemStorage):
-                content = _MovableArchive(temp_file, temp_path)
-            else:
-                content = File(temp_file)
-            return self.storage.save(name, content)
-
-    def write(self, *, backup_id: str, meta: dict, sections: Iterable[Section]) -> ArchiveInfo:
-        """Encrypts the snapshot into the store. Raises InvalidBackupId, FailsafeError (no
-        keyset), and whatever the sections iterator raises, leaving nothing stored."""
+        `previous` (name, sha256, backup_id of an earlier chunked backup) only saves size
+        lookups of the chunks the two share. Raises InvalidBackupId, FailsafeError (no
+        keyset), ValueError (a malformed snapshot) and whatever the sections iterator
+        raises; a failed write leaves no manifest or archive (chunks already stored stay
+        for the garbage collector).
+        """
         backup_key = _backup_key(backup_id)
         keyset = keys.active_keyset()
-        # mkstemp: mode 0600, and the name says nothing about the backup or its content.
-        fd, temp_path = tempfile.mkstemp(prefix=".", suffix=".partial", dir=self._temp_dir())
+        associated_data = backup_key.encode("ascii")
+        if format_version == single_file.FORMAT_VERSION:
+            return self._write_single_file(backup_key, keyset, meta, sections)
+        if format_version != chunked.FORMAT_VERSION:
+            raise ValueError(f"Unknown archive format {format_version!r}")
+        chunk_files = files.ChunkFiles(self.storage)
         try:
-            with os.fdopen(fd, "wb") as temp_file:
-                ciphertext = _HashingWriter(temp_file)
-                counts = single_file.write_snapshot(
-                    ciphertext,
-                    aead=keyset.primitive,
-                    associated_data=backup_key.encode("ascii"),
-                    meta=meta,
-                    sections=sections,
-                )
-                temp_file.flush()
-                os.fsync(temp_file.fileno())
-            name = self._save(f"{backup_key}{single_file.SUFFIX}", temp_path)
-        finally:
-            # Gone already when the storage moved it into place.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_path)
+            written = chunked.write_chunks(
+                chunk_files,
+                aead=keyset.primitive,
+                key_id=keyset.primary_key_id,
+                meta=meta,
+                sections=sections,
+                known_sizes=self._chunk_sizes(previous),
+            )
+            chunk_files.finish()
+        except BaseException:
+            chunk_files.abandon()
+            raise
+
+        def write_manifest(temp_file) -> _HashingWriter:
+            ciphertext = _HashingWriter(temp_file)
+            chunked.write_manifest(
+                ciphertext,
+                aead=keyset.primitive,
+                associated_data=associated_data,
+                manifest=written.manifest,
+            )
+            return ciphertext
+
+        name, ciphertext = files.save_via_temp(
+            self.storage, f"{backup_key}{chunked.SUFFIX}", write_manifest
+        )
+        return ArchiveInfo(
+            name=name,
+            size=ciphertext.size + written.manifest.stored_bytes,
+            sha256=ciphertext.hexdigest(),
+            format_version=chunked.FORMAT_VERSION,
+            key_id=keyset.primary_key_id,
+            counts=written.manifest.counts,
+            bytes_written=ciphertext.size + written.bytes_written,
+            chunks=sum(len(entry.chunks) for entry in written.manifest.models),
+            chunks_written=written.chunks_written,
+        )
+
+    def _write_single_file(self, backup_key: str, keyset, meta, sections) -> ArchiveInfo:
+        def write_archive(temp_file) -> tuple[_HashingWriter, dict[str, int]]:
+            ciphertext = _HashingWriter(temp_file)
+            counts = single_file.write_snapshot(
+                ciphertext,
+                aead=keyset.primitive,
+                associated_data=backup_key.encode("ascii"),
+                meta=meta,
+                sections=sections,
+            )
+            return ciphertext, counts
+
+        name, (ciphertext, counts) = files.save_via_temp(
+            self.storage, f"{backup_key}{single_file.SUFFIX}", write_archive
+        )
         return ArchiveInfo(
             name=name,
             size=ciphertext.size,
             sha256=ciphertext.hexdigest(),
-            format_version=FORMAT_VERSION,
+            format_version=single_file.FORMAT_VERSION,
             key_id=keyset.primary_key_id,
             counts=counts,
+            bytes_written=ciphertext.size,
         )
+
+    def _chunk_sizes(self, previous: dict | None) -> dict[bytes, int]:
+        if not previous or not str(previous.get("name", "")).endswith(chunked.SUFFIX):
+            return {}
+        try:
+            manifest = self.read_manifest(**previous)
+        except ArchiveCorrupt:
+            return {}  # sizes are then asked of the storage, chunk by chunk
+        return {ref.id: ref.size for entry in manifest.models for ref in entry.chunks}
 
     def _open_stored(self, name: str, backup_key: str):
         missing = ArchiveCorrupt(f"Archive file of backup {backup_key} is missing")
@@ -156,44 +219,98 @@ class ArchiveStore:
         except FileNotFoundError:
             raise missing from None
 
+    def _checksum_mismatch(self, backup_key: str) -> ArchiveCorrupt:
+        return ArchiveCorrupt(
+            f"Archive checksum mismatch for backup {backup_key}: the file was modified or truncated"
+        )
+
     def _check_sha256(self, name: str, sha256: str, backup_key: str) -> None:
         digest = hashlib.sha256()
         with self._open_stored(name, backup_key) as stored:
             while chunk := stored.read(_READ_CHUNK):
                 digest.update(chunk)
         if not hmac.compare_digest(digest.hexdigest(), (sha256 or "").lower()):
-            raise ArchiveCorrupt(
-                f"Archive checksum mismatch for backup {backup_key}: "
-                "the file was modified or truncated"
-            )
+            raise self._checksum_mismatch(backup_key)
+
+    def read_manifest(self, *, name: str, sha256: str | None, backup_id: str) -> chunked.Manifest:
+        """A format-2 manifest, checked against `sha256` unless that is None (the garbage
+        collector reads manifests it has no Backup row for). Raises ArchiveCorrupt."""
+        backup_key = _backup_key(backup_id)
+        aead = keys.streaming_aead()
+        with self._open_stored(name, backup_key) as stored:
+            data = stored.read()
+        if sha256 is not None and not hmac.compare_digest(
+            hashlib.sha256(data).hexdigest(), sha256.lower()
+        ):
+            raise self._checksum_mismatch(backup_key)
+        return chunked.read_manifest(
+            data, aead=aead, associated_data=backup_key.encode("ascii"), backup_id=backup_key
+        )
 
     @contextlib.contextmanager
     def open(self, *, name: str, sha256: str, backup_id: str) -> Iterator[SnapshotReader]:
         """The archive as a snapshot stream. Raises ArchiveCorrupt (on entering, or while
-        rows are read) for a missing, altered, truncated or undecryptable archive."""
+        rows are read) for a missing, altered, truncated or undecryptable archive, manifest
+        or chunk."""
         backup_key = _backup_key(backup_id)
         aead = keys.streaming_aead()
-        self._check_sha256(name, sha256, backup_key)
-        reader = single_file.SingleFileReader(
-            self._open_stored(name, backup_key),
-            aead=aead,
-            associated_data=backup_key.encode("ascii"),
-            backup_id=backup_key,
-        )
+        if name.endswith(chunked.SUFFIX):
+            reader = chunked.ChunkedReader(
+                self.read_manifest(name=name, sha256=sha256 or "", backup_id=backup_key),
+                chunks=files.ChunkFiles(self.storage),
+                aead=aead,
+                backup_id=backup_key,
+            )
+        else:
+            self._check_sha256(name, sha256, backup_key)
+            reader = single_file.SingleFileReader(
+                self._open_stored(name, backup_key),
+                aead=aead,
+                associated_data=backup_key.encode("ascii"),
+                backup_id=backup_key,
+            )
         try:
             yield reader
         finally:
             reader.close()
 
-    def verify(self, *, name: str, sha256: str, backup_id: str) -> dict[str, int]:
-        """Decodes every record; returns the per-model row counts or raises ArchiveCorrupt."""
+    def verify(
+        self,
+        *,
+        name: str,
+        sha256: str,
+        backup_id: str,
+        checked_chunks: set[bytes] | None = None,
+    ) -> dict[str, int]:
+        """Decodes every record (every chunk, for format 2); returns the per-model row
+        counts or raises ArchiveCorrupt.
+
+        Verifying several backups, pass one `checked_chunks` set to all of them: a chunk
+        already checked in this run is not read again, and the chunks of each backup that
+        verifies are added to it.
+        """
         with self.open(name=name, sha256=sha256, backup_id=backup_id) as reader:
-            for section in reader.sections():
+            chunk_ids = reader.chunk_ids() if isinstance(reader, chunked.ChunkedReader) else {}
+            skip = {label: checked_chunks for label in chunk_ids} if checked_chunks else {}
+            for section in reader.sections(skip_chunks=skip):
                 for _row in section.rows:
                     pass
+            if checked_chunks is not None:
+                for ids in chunk_ids.values():
+                    checked_chunks.update(ids)
             return dict(reader.counts)
 
+    def collect_garbage(
+        self, *, manifests: Iterable[dict], grace_seconds: int, dry_run: bool = False
+    ) -> garbage.GarbageReport:
+        """Deletes chunk files no manifest names; see garbage.collect. The caller holds the
+        operation lock. Raises ArchiveCorrupt, deleting nothing, if a manifest is unreadable."""
+        return garbage.collect(
+            self, manifests=manifests, grace_seconds=grace_seconds, dry_run=dry_run
+        )
+
     def delete(self, name: str) -> None:
+        """Deletes an archive or manifest; chunks are the garbage collector's."""
         if name:
             self.storage.delete(name)
 

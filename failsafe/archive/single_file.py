@@ -18,7 +18,7 @@ wrote, and are what a missing tail looks like if a bug ever produced one.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import BinaryIO
 
 import msgpack
@@ -178,12 +178,17 @@ class SingleFileReader:
             raise self._corrupt("has no metadata in its header")
         return meta
 
-    def sections(self) -> Iterator[Section]:
+    def sections(
+        self, *, skip_chunks: Mapping[str, Collection[bytes]] | None = None
+    ) -> Iterator[Section]:
         """Each section in order; read (or skip) its rows before asking for the next one.
 
         Rows left unread when the next section is requested are read and checked then, so
         the stream stays in step; the skipped section's row iterator is then exhausted.
+        `skip_chunks` is the chunked reader's: this format has no chunks to skip.
         """
+        if any(skip_chunks.values() if skip_chunks else ()):
+            raise ValueError("A single-file archive has no chunks to skip")
         if self._started:
             raise RuntimeError("An archive's sections can be read only once")
         self._started = True

@@ -44,13 +44,12 @@ def test_flagged_user_gets_403_json_from_the_api(client, flagged_superadmin):
     assert response.json() == {"detail": "Password change required before anything else."}
 
 
-def test_changing_the_password_clears_the_flag_and_lands_a_superadmin_on_the_admin(
+def test_changing_the_password_clears_the_flag_and_lands_a_superadmin_on_the_terminal(
     client, flagged_superadmin
 ):
     response = client.post(reverse("accounts:password_change"), _change_form())
-    # The failsafe terminal page does not exist yet, so landing_url falls back to the admin.
     assert response.status_code == 302
-    assert response["Location"] == reverse("admin:index")
+    assert response["Location"] == reverse("failsafe:terminal")
     flagged_superadmin.refresh_from_db()
     assert not flagged_superadmin.must_change_password
     assert flagged_superadmin.check_password(NEW_PASSWORD)

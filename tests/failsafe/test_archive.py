@@ -1,3 +1,6 @@
+"""Format 1, the single-file archive: new backups are chunked (test_chunked_store.py), but
+archives written before still have to open, verify and restore exactly."""
+
 import datetime
 import decimal
 import hashlib
@@ -191,7 +194,7 @@ def backup_id():
 @pytest.fixture
 def written(store, backup_id):
     meta = {"Timestamp": "2024-05-17T13:45:12Z", "taken_at": datetime.datetime(2024, 5, 17)}
-    return store.write(backup_id=backup_id, meta=meta, sections=snapshot())
+    return store.write(format_version=1, backup_id=backup_id, meta=meta, sections=snapshot())
 
 
 def test_every_value_type_round_trips_exactly(store, backup_id, written):
@@ -227,7 +230,9 @@ def test_write_reports_what_the_backup_row_records(written):
 
 def test_tuples_come_back_as_lists(store, backup_id):
     rows = iter([(1, {"pair": (1, "a")})])
-    info = store.write(backup_id=backup_id, meta={}, sections=[Section(COUNTER_SPEC, rows)])
+    info = store.write(
+        format_version=1, backup_id=backup_id, meta={}, sections=[Section(COUNTER_SPEC, rows)]
+    )
     [(_, read_rows)] = read_everything(store, info, backup_id)
     assert_identical(read_rows, [[1, {"pair": [1, "a"]}]])
 
@@ -312,7 +317,7 @@ def test_old_archive_opens_after_key_rotation(store, backup_id, written):
 
     assert store.verify(name=written.name, sha256=written.sha256, backup_id=backup_id)
     later_id = str(uuid.uuid4())
-    later = store.write(backup_id=later_id, meta={}, sections=snapshot())
+    later = store.write(format_version=1, backup_id=later_id, meta={}, sections=snapshot())
     assert later.key_id == new_key_id
     assert store.verify(name=later.name, sha256=later.sha256, backup_id=later_id)
 
@@ -325,7 +330,7 @@ def test_failure_while_writing_leaves_nothing_stored(store, backup_id, settings)
 
     sections = [Section(COUNTER_SPEC, rows_until_the_database_goes_away())]
     with pytest.raises(ConnectionError):
-        store.write(backup_id=backup_id, meta={}, sections=sections)
+        store.write(format_version=1, backup_id=backup_id, meta={}, sections=sections)
 
     assert not store.exists(f"{backup_id}.rfs")
     backup_dir = Path(settings.FAILSAFE_BACKUP_DIR)
@@ -335,7 +340,7 @@ def test_failure_while_writing_leaves_nothing_stored(store, backup_id, settings)
 def test_row_of_the_wrong_width_is_refused_and_nothing_stored(store, backup_id):
     sections = [Section(COUNTER_SPEC, iter([[1, 2], [3]]))]
     with pytest.raises(ValueError, match="1 values for 2 columns"):
-        store.write(backup_id=backup_id, meta={}, sections=sections)
+        store.write(format_version=1, backup_id=backup_id, meta={}, sections=sections)
     assert not store.exists(f"{backup_id}.rfs")
 
 
@@ -346,7 +351,9 @@ def test_large_stream_round_trips(store, backup_id):
             yield [pk, f"user{pk}", start + datetime.timedelta(seconds=pk), [pk % 7, pk % 11]]
 
     spec = ModelSpec("accounts.user", ("id", "username", "joined"), ("groups",))
-    info = store.write(backup_id=backup_id, meta={}, sections=[Section(spec, rows())])
+    info = store.write(
+        format_version=1, backup_id=backup_id, meta={}, sections=[Section(spec, rows())]
+    )
     assert info.counts == {"accounts.user": 50_000}
 
     with store.open(name=info.name, sha256=info.sha256, backup_id=backup_id) as reader:
@@ -363,7 +370,9 @@ def test_damage_deep_in_a_large_archive_is_found_while_streaming(store, backup_i
     # before the damaged last segment is reached.
     noise = random.Random(7)
     rows = ([pk, noise.randbytes(200)] for pk in range(1, 20_001))
-    info = store.write(backup_id=backup_id, meta={}, sections=[Section(COUNTER_SPEC, rows)])
+    info = store.write(
+        format_version=1, backup_id=backup_id, meta={}, sections=[Section(COUNTER_SPEC, rows)]
+    )
     path = stored_path(info)
     assert info.size > 3 * 1024 * 1024
     flip_byte(path, "last")
@@ -464,7 +473,7 @@ def test_configured_failsafe_storage_is_used(settings, backup_id):
         "failsafe": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     }
     store = get_store()
-    info = store.write(backup_id=backup_id, meta={}, sections=snapshot())
+    info = store.write(format_version=1, backup_id=backup_id, meta={}, sections=snapshot())
 
     assert store.exists(info.name)
     assert not Path(settings.FAILSAFE_BACKUP_DIR).exists()
@@ -498,7 +507,7 @@ def test_live_snapshot_comes_back_identical(store, backup_id):
     LicenseFactory(owner=alice)
     UserFactory()
 
-    info = store.write(backup_id=backup_id, meta={}, sections=live_sections())
+    info = store.write(format_version=1, backup_id=backup_id, meta={}, sections=live_sections())
     archived = read_everything(store, info, backup_id)
     live = [[section.spec.label, list(section.rows)] for section in live_sections()]
 

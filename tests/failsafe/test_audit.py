@@ -344,3 +344,17 @@ def test_concurrent_appends_never_fork_the_chain():
         range(1, writers * per_writer + 1)
     )
     assert audit.verify_chain().ok
+
+
+@pytest.mark.django_db
+def test_a_nul_character_typed_by_a_user_is_stored_not_refused():
+    event = audit.record(
+        action="failsafe.marksafe",
+        outcome="DENIED",
+        source="api",
+        target="live\x00",
+        details={"reason": "Invalid backup id: 'live\x00'"},
+    )
+    event.refresh_from_db()
+    assert event.target == "live\ufffd"
+    assert audit.verify_chain().ok

@@ -2,6 +2,7 @@ import datetime
 from unittest import mock
 
 import pytest
+from django.core.exceptions import PermissionDenied
 
 from failsafe import lockout
 from failsafe.exceptions import LockedOut
@@ -28,7 +29,12 @@ def clock():
 
 def fail(times: int, *, username: str = "alice", action: str = RESTORE) -> None:
     for _ in range(times):
-        lockout.register_failure(username=username, action=action)
+        with pytest.raises(PermissionDenied), lockout.attempt(username=username, action=action):
+            raise PermissionDenied("wrong secret")
+
+
+def failures(*, username: str = "alice", action: str = RESTORE) -> int:
+    return SecretAttemptCounter.objects.get(username=username, action=action).failures
 
 
 def is_locked(*, username: str = "alice", action: str = RESTORE) -> bool:
@@ -40,13 +46,16 @@ def is_locked(*, username: str = "alice", action: str = RESTORE) -> bool:
 
 
 def attempt(secret_is_right, *, username: str = "alice", action: str = RESTORE) -> bool:
-    """A caller as the services are written: lockout first, then the secret."""
-    lockout.ensure_not_locked(username=username, action=action)
-    if secret_is_right():
-        lockout.register_success(username=username, action=action)
-        return True
-    lockout.register_failure(username=username, action=action)
-    return False
+    """A caller as the services are written: the secret is checked inside the guard."""
+    try:
+        with lockout.attempt(username=username, action=action):
+            if not secret_is_right():
+                raise PermissionDenied("wrong secret")
+    except LockedOut:
+        raise
+    except PermissionDenied:
+        return False
+    return True
 
 
 @pytest.mark.django_db
@@ -80,9 +89,9 @@ def test_even_the_right_secret_is_refused_while_locked(clock):
 def test_failures_spread_beyond_the_window_never_lock(clock):
     fail(4)
     clock.advance(seconds=15 * 60 + 1)
-    counter = lockout.register_failure(username="alice", action=RESTORE)
+    fail(1)
 
-    assert counter.failures == 1
+    assert failures() == 1
     assert not is_locked()
     fail(3)
     assert not is_locked()
@@ -102,7 +111,8 @@ def test_the_cool_off_ends_by_itself(clock):
     lockout.ensure_not_locked(username="alice", action=RESTORE)
     assert lockout.lockout_status(username="alice") == []
     # The next wrong secret starts a new count instead of re-locking at once.
-    assert lockout.register_failure(username="alice", action=RESTORE).failures == 1
+    fail(1)
+    assert failures() == 1
     assert not is_locked()
 
 
@@ -111,7 +121,7 @@ def test_failures_while_locked_do_not_extend_the_cool_off(clock):
     fail(5)
     locked_until = SecretAttemptCounter.objects.get(username="alice").locked_until
     clock.advance(minutes=10)
-    fail(3)  # attempts that slipped past ensure_not_locked in a race
+    fail(3)  # refused unchecked, and never pushing the end further away
     assert SecretAttemptCounter.objects.get(username="alice").locked_until == locked_until
 
 
@@ -205,3 +215,25 @@ def test_an_overlong_username_is_counted_not_refused(clock):
     username = "x" * 500
     fail(5, username=username)
     assert is_locked(username=username)
+
+
+@pytest.mark.django_db
+def test_parallel_attempts_cannot_test_more_guesses_than_the_threshold(clock):
+    # Five requests are checking their secret at once; a sixth arrives before any ends.
+    in_flight = [lockout.attempt(username="alice", action=RESTORE) for _ in range(5)]
+    for guard in in_flight:
+        guard.__enter__()
+    checked = mock.Mock(return_value=True)
+    with pytest.raises(LockedOut):
+        attempt(checked)
+    checked.assert_not_called()
+    for guard in in_flight:
+        guard.__exit__(None, None, None)
+
+
+@pytest.mark.django_db
+def test_an_error_that_is_no_guess_gives_the_attempt_back(clock):
+    fail(2)
+    with pytest.raises(RuntimeError), lockout.attempt(username="alice", action=RESTORE):
+        raise RuntimeError("database hiccup")
+    assert failures() == 2

@@ -64,7 +64,8 @@ def test_a_second_acquire_is_refused_while_held():
 
 @pytest.mark.django_db
 def test_a_live_process_on_this_host_keeps_its_lock():
-    since = timezone.now().replace(hour=9, minute=8, second=7)
+    # A few minutes ago, whatever the time of day: well inside the stale-after hour.
+    since = (timezone.now() - datetime.timedelta(minutes=5)).replace(microsecond=0)
     left_behind(
         holder="scheduled backup", host=socket.gethostname(), pid=os.getppid(), acquired_at=since
     )
@@ -74,7 +75,7 @@ def test_a_live_process_on_this_host_keeps_its_lock():
 
     assert str(refusal.value) == (
         f"Another failsafe operation is running: scheduled backup "
-        f"(pid {os.getppid()} on {socket.gethostname()}) since 09:08:07 UTC"
+        f"(pid {os.getppid()} on {socket.gethostname()}) since {since:%H:%M:%S} UTC"
     )
     assert lock_row().holder == "scheduled backup"
 

@@ -1,0 +1,1 @@
+"""The failsafe benchmark (`make bench`); bench/run.py is the entry point."""

@@ -1,0 +1,146 @@
+"""The failsafe benchmark: ours against dumpdata/loaddata (and pg_dump) on the same data.
+
+    make bench                                   # 100 000 users on a fresh SQLite file
+    make bench ARGS="--rows 1000000"
+    make bench ARGS="--database-url postgres://postgres@127.0.0.1:5432/x"
+    .venv/bin/python bench/run.py --rows 300 --json
+
+Builds a fresh database (a SQLite file under var/bench/, or a new raos_bench_* database on
+the PostgreSQL server of --database-url / DATABASE_URL; the database named in the URL is
+never touched), then runs every measurement in its own child process and prints a table of
+ratios against the targets of issue 5. It exits 0 even when a target is missed (--strict
+makes that exit 1) and 2 when a step fails. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Run as a script, this file's directory is on sys.path, not the project's.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DEFAULT_ROWS = 100_000
+MIN_ROWS = 100
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=DEFAULT_ROWS,
+        help="users to build (licenses: a third of that); default %(default)s",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL") or "sqlite",
+        help="a postgres:// URL to run on that server in a fresh raos_bench_* "
+        "database; anything else runs on a fresh SQLite file "
+        "(default: DATABASE_URL, else SQLite)",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["dumpdata", "pg_dump"],
+        help="leave out a baseline (dumpdata also drops loaddata)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON only")
+    parser.add_argument(
+        "--json-out", type=Path, metavar="FILE", help="also write the JSON result to FILE"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
+    parser.add_argument(
+        "--memory-baseline",
+        type=Path,
+        metavar="FILE",
+        help="the --json result of a smaller run: checks that peak memory grew at most 1.5x since",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the database and the work directory under var/bench/",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help="run STEP (e.g. backup, restore, compare_1pct) under pyinstrument; "
+        "the text profile goes to var/bench/profiles/ (its timings then include "
+        "the profiler's overhead)",
+    )
+    # Internal: the parent runs each step as `run.py --child STEP`.
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def _memory_baseline(path: Path) -> dict:
+    from bench import report
+
+    earlier = json.loads(path.read_text())
+    _step, peak = report.our_peak(earlier["measurements"], "data_peak_rss_bytes")
+    return {"rows": earlier["rows"], "peak_rss_bytes": peak, "file": str(path)}
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.child:
+        import django
+
+        # Set up before bench.steps is imported: it imports models at its top.
+        django.setup()
+        from bench import steps
+
+        steps.run_child(step=args.child, workdir=args.workdir, result_path=args.result)
+        return 0
+
+    from bench import report, runner
+
+    if args.rows < MIN_ROWS:
+        print(f"--rows must be at least {MIN_ROWS}", file=sys.stderr)
+        return 2
+    run = runner.Run(
+        rows=args.rows,
+        seed=args.seed,
+        database_url=args.database_url,
+        skip=set(args.skip),
+        keep=args.keep,
+        progress=not args.quiet,
+        profile=set(args.profile),
+    )
+    try:
+        doc = run.execute()
+    except runner.BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    doc["command"] = runner.command_line(argv)
+    if args.memory_baseline:
+        doc["memory_baseline"] = _memory_baseline(args.memory_baseline)
+    doc["targets"] = report.targets(doc)
+    doc["all_targets_met"] = report.all_met(doc["targets"])
+    if args.json_out:
+        args.json_out.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"$ {doc['command']}")
+        print(report.render(doc, markdown=args.markdown))
+    return report.exit_code(doc["targets"], strict=args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,501 @@
+"""The failsafe in Django's admin: backups, the Failsafe page, the audit trail.
+
+Everything here is for SuperAdmins only, whatever Django permissions a staff account holds.
+Every operation goes through failsafe.services with an Actor of source "admin"; a refusal
+becomes one admin error message, the service's own words.
+
+A restore ends every session, the acting SuperAdmin's included, so its result page is
+rendered at once and the view leaves the (deleted) session alone: writing to it would make
+Django answer 400.
+"""
+
+import json
+from functools import wraps
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+
+from accounts.permissions import is_superadmin
+from licensing import services as licensing
+from licensing.exceptions import LicensingError
+
+from . import services
+from .exceptions import BackupNotFound, FailsafeError, InvalidBackupId
+from .forms import CompareForm, FailsafePasswordForm, RestoreForm, TriggerForm
+from .models import AuditEvent, Backup
+
+# What a door catches from the services: their refusals, each with a one-line message.
+REFUSALS = (FailsafeError, LicensingError, PermissionDenied)
+
+
+def admin_actor(request) -> services.Actor:
+    return services.Actor(
+        user=request.user, source=AuditEvent.Source.ADMIN, ip=request.META.get("REMOTE_ADDR")
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def superadmin_only(view):
+    """For the custom admin views: admin_view lets any staff in, this lets SuperAdmins only."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not is_superadmin(request.user):
+            raise PermissionDenied("SuperAdmin only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+class SuperAdminReadOnlyAdmin(admin.ModelAdmin):
+    """Visible to SuperAdmins only, and never added, changed or deleted through the admin."""
+
+    def has_module_permission(self, request):
+        return is_superadmin(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return is_superadmin(request.user)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- rendering helpers -----------------------------------------------------------------
+
+
+def comparison_view_model(comparison) -> dict:
+    """A ComparisonResult as lists the templates can walk (dict keys here are data)."""
+    models = []
+    for label, detail in comparison.details.items():
+        modified = [
+            {
+                "record": record["Record"],
+                "fields": [
+                    (name, None, None)
+                    if isinstance(change, str)
+                    else (name, json.dumps(change["From"]), json.dumps(change["To"]))
+                    for name, change in record["Fields"].items()
+                ],
+            }
+            for record in detail["Modified"]["Records"]
+        ]
+        models.append(
+            {
+                "label": label,
+                "added": detail["Added"],
+                "removed": detail["Removed"],
+                "modified_count": detail["Modified"]["Count"],
+                "modified": modified,
+                "truncated": detail["Truncated"],
+            }
+        )
+    return {
+        "has_safe_backup": comparison.has_safe_backup,
+        "safe_backup_id": comparison.safe_backup_id,
+        "message": comparison.message,
+        "issues": comparison.issues,
+        "changes": comparison.changes,
+        "models": models,
+    }
+
+
+def investigation_view_model(investigation) -> dict:
+    return {
+        "status": investigation.status,
+        "last_safe_backup": investigation.last_safe_backup,
+        "comparison": comparison_view_model(investigation.comparison),
+        "recommendations": investigation.recommendations,
+        "since": investigation.root_cause.since,
+        "hints": [
+            (actor, hints, investigation.root_cause.omitted.get(actor, 0))
+            for actor, hints in investigation.root_cause.by_actor.items()
+        ],
+    }
+
+
+# --- backups -------------------------------------------------------------------------
+
+
+@admin.register(Backup)
+class BackupAdmin(SuperAdminReadOnlyAdmin):
+    list_display = (
+        "created",
+        "type",
+        "short_reason",
+        "created_by",
+        "is_safe",
+        "users",
+        "licenses",
+        "sessions",
+        "size",
+        "status",
+    )
+    list_filter = ("type", "status", "is_safe")
+    search_fields = ("reason", "created_by_username")
+    actions = ["mark_safe_action", "compare_action", "restore_action"]
+    fieldsets = (
+        (None, {"fields": ("id", "type", "status", "reason", "error")}),
+        ("When and by whom", {"fields": ("created_at", "finished_at", "created_by_username")}),
+        ("Safe", {"fields": ("is_safe", "marked_safe_at", "marked_safe_by_username")}),
+        ("Captured state", {"fields": ("captured_state",)}),
+        (
+            "Archive",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "archive_name",
+                    "size",
+                    "archive_sha256",
+                    "format_version",
+                    "key_id",
+                    "audit_head_seq",
+                ),
+            },
+        ),
+    )
+    readonly_fields = (
+        "id",
+        "type",
+        "status",
+        "reason",
+        "error",
+        "created_at",
+        "finished_at",
+        "created_by_username",
+        "is_safe",
+        "marked_safe_at",
+        "marked_safe_by_username",
+        "captured_state",
+        "archive_name",
+        "size",
+        "archive_sha256",
+        "format_version",
+        "key_id",
+        "audit_head_seq",
+    )
+
+    # The list's columns.
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, backup):
+        # To the second: backups taken minutes apart must be told apart.
+        return timezone.localtime(backup.created_at).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="Reason")
+    def short_reason(self, backup):
+        reason = backup.reason or ""
+        return reason if len(reason) <= 40 else reason[:39] + "…"
+
+    @admin.display(description="By", ordering="created_by_username")
+    def created_by(self, backup):
+        return backup.created_by_username or "-"
+
+    @admin.display(description="Users")
+    def users(self, backup):
+        return (backup.state or {}).get("TotalUsers", "-")
+
+    @admin.display(description="Licenses")
+    def licenses(self, backup):
+        return (backup.state or {}).get("TotalLicenses", "-")
+
+    @admin.display(description="Sessions")
+    def sessions(self, backup):
+        return (backup.state or {}).get("ActiveSessions", "-")
+
+    @admin.display(description="Size", ordering="archive_size")
+    def size(self, backup):
+        return filesizeformat(backup.archive_size) if backup.is_complete else "-"
+
+    @admin.display(description="Captured state")
+    def captured_state(self, backup):
+        state = backup.state or {}
+        if not state:
+            return "Nothing captured (the backup did not complete)."
+        metrics = state.get("SystemMetrics", {})
+        rows = [
+            ("Captured at", state.get("Timestamp")),
+            ("Users", state.get("TotalUsers")),
+            ("Licenses", state.get("TotalLicenses")),
+            ("Active sessions", state.get("ActiveSessions")),
+        ]
+        rows += [(f"Rows of {label}", n) for label, n in metrics.get("ModelCounts", {}).items()]
+        rows += [
+            ("Database", metrics.get("DatabaseVendor")),
+            ("Django", metrics.get("DjangoVersion")),
+            ("Python", metrics.get("PythonVersion")),
+        ]
+        table = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+        return format_html(
+            '<table class="failsafe-state">{}</table>'
+            "<details><summary>The whole captured state (JSON)</summary><pre>{}</pre></details>",
+            table,
+            json.dumps(state, indent=2, sort_keys=True),
+        )
+
+    # The detail page: the captured state and the comparison with the last safe backup.
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        if is_superadmin(request.user):
+            # Compared before the atomic block of changeform_view: the audit event it writes
+            # belongs outside any transaction.
+            try:
+                comparison = services.compare(
+                    actor=admin_actor(request), backup_id=unquote(object_id)
+                )
+            except (InvalidBackupId, BackupNotFound):
+                pass  # the admin's own "does not exist" handling answers
+            except REFUSALS as exc:
+                extra_context["comparison_error"] = one_line(exc)
+            else:
+                extra_context["comparison"] = comparison_view_model(comparison)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # Actions.
+
+    @admin.action(description="Mark as safe")
+    def mark_safe_action(self, request, queryset):
+        actor = admin_actor(request)
+        marked = 0
+        for backup in queryset.order_by("created_at"):
+            try:
+                services.mark_safe(actor=actor, backup_id=backup.pk)
+            except REFUSALS as exc:
+                self.message_user(request, one_line(exc), messages.ERROR)
+            else:
+                marked += 1
+        if marked:
+            noun = "backup" if marked == 1 else "backups"
+            self.message_user(request, f"{marked} {noun} marked as safe.", messages.SUCCESS)
+
+    @admin.action(description="Compare with…")
+    def compare_action(self, request, queryset):
+        return self._one_backup_page(request, queryset, "compare")
+
+    @admin.action(description="Restore…")
+    def restore_action(self, request, queryset):
+        return self._one_backup_page(request, queryset, "restore")
+
+    def _one_backup_page(self, request, queryset, page):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one backup.", messages.ERROR)
+            return None
+        return HttpResponseRedirect(self._url(page, queryset.get().pk))
+
+    # The pages of their own.
+
+    def get_urls(self):
+        def wrap(view):
+            return self.admin_site.admin_view(superadmin_only(view))
+
+        return [
+            path("failsafe/", wrap(self.failsafe_view), name="failsafe"),
+            path(
+                "<path:object_id>/compare/",
+                wrap(self.compare_view),
+                name="failsafe_backup_compare",
+            ),
+            path(
+                "<path:object_id>/restore/",
+                wrap(self.restore_view),
+                name="failsafe_backup_restore",
+            ),
+        ] + super().get_urls()
+
+    def _url(self, page: str, backup_id=None) -> str:
+        if page == "failsafe":
+            return reverse("admin:failsafe", current_app=self.admin_site.name)
+        args = [backup_id] if backup_id is not None else []
+        return reverse(f"admin:failsafe_backup_{page}", args=args, current_app=self.admin_site.name)
+
+    def _context(self, request, title: str, **context) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "failsafe_url": self._url("failsafe"),
+            **context,
+        }
+
+    def _backup(self, object_id) -> Backup:
+        try:
+            return services.get_backup(unquote(object_id))
+        except (InvalidBackupId, BackupNotFound) as exc:
+            raise Http404(one_line(exc)) from None
+
+    def compare_view(self, request, object_id):
+        backup = self._backup(object_id)
+        form = CompareForm(request.GET if "against" in request.GET else None, backup=backup)
+        comparison = None
+        if form.is_bound and form.is_valid():
+            against = form.cleaned_data["against"] or None
+            try:
+                result = services.compare(
+                    actor=admin_actor(request), backup_id=backup.pk, against=against
+                )
+            except REFUSALS as exc:
+                self.message_user(request, one_line(exc), messages.ERROR)
+            else:
+                comparison = comparison_view_model(result)
+        context = self._context(
+            request, f"Compare {backup}", backup=backup, form=form, comparison=comparison
+        )
+        return TemplateResponse(request, "admin/failsafe/backup/compare.html", context)
+
+    @method_decorator(sensitive_post_parameters())
+    @method_decorator(sensitive_variables())
+    def restore_view(self, request, object_id):
+        backup = self._backup(object_id)
+        actor = admin_actor(request)
+        form = RestoreForm(request.POST or None)
+        if form.is_bound and form.is_valid():
+            try:
+                result = services.restore(
+                    actor=actor,
+                    backup_id=backup.pk,
+                    password=form.cleaned_data["failsafe_password"],
+                    allow_cascade=form.cleaned_data["allow_cascade"],
+                )
+            except REFUSALS as exc:
+                self.message_user(request, one_line(exc), messages.ERROR)
+                form = RestoreForm()
+            else:
+                context = self._context(
+                    request,
+                    "Backup restored",
+                    backup=backup,
+                    result=result,
+                    next_steps=result.to_seed_json()["NextSteps"],
+                )
+                return TemplateResponse(request, "admin/failsafe/backup/restore_done.html", context)
+        try:
+            preview = services.restore(actor=actor, backup_id=backup.pk, dry_run=True)
+        except REFUSALS as exc:
+            self.message_user(request, one_line(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:failsafe_backup_change", args=[backup.pk]))
+        if not preview.plan.cascades:
+            del form.fields["allow_cascade"]
+        context = self._context(
+            request, f"Restore {backup}?", backup=backup, plan=preview.plan, form=form
+        )
+        return TemplateResponse(request, "admin/failsafe/backup/restore_confirm.html", context)
+
+    @method_decorator(sensitive_post_parameters())
+    @method_decorator(sensitive_variables())
+    def failsafe_view(self, request):
+        """Set or change the failsafe password; trigger an emergency backup with the passkey."""
+        actor = admin_actor(request)
+        changing = licensing.failsafe_password_is_set()
+        password_form = FailsafePasswordForm(changing=changing)
+        trigger_form = TriggerForm()
+        investigation = None
+        if request.method == "POST" and "set_password" in request.POST:
+            password_form = FailsafePasswordForm(request.POST, changing=changing)
+            if password_form.is_valid():
+                try:
+                    result = services.set_failsafe_password(
+                        actor=actor,
+                        password=password_form.cleaned_data["password"],
+                        current_password=password_form.cleaned_data.get("current_password"),
+                    )
+                except REFUSALS as exc:
+                    self.message_user(request, one_line(exc), messages.ERROR)
+                else:
+                    message = result.to_seed_json()["Message"]
+                    self.message_user(request, f"{message}.", messages.SUCCESS)
+                    return HttpResponseRedirect(self._url("failsafe"))
+            # The bound form keeps its errors; its password inputs render empty regardless.
+        elif request.method == "POST" and "trigger" in request.POST:
+            trigger_form = TriggerForm(request.POST)
+            if trigger_form.is_valid():
+                try:
+                    triggered = services.trigger(
+                        actor=actor,
+                        passkey=trigger_form.cleaned_data["passkey"],
+                        reason=trigger_form.cleaned_data["reason"],
+                    )
+                except REFUSALS as exc:
+                    self.message_user(request, one_line(exc), messages.ERROR)
+                else:
+                    investigation = {
+                        "message": triggered.to_seed_json()["Message"],
+                        "backup": triggered.backup,
+                        **investigation_view_model(triggered.investigation),
+                    }
+                    trigger_form = TriggerForm()
+        context = self._context(
+            request,
+            "Failsafe",
+            password_set=licensing.failsafe_password_is_set(),
+            last_safe_backup=services.last_safe_backup(),
+            password_form=password_form,
+            trigger_form=trigger_form,
+            investigation=investigation,
+        )
+        return TemplateResponse(request, "admin/failsafe/failsafe.html", context)
+
+
+# --- the audit trail -------------------------------------------------------------------
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(SuperAdminReadOnlyAdmin):
+    list_display = (
+        "seq",
+        "when",
+        "actor_username",
+        "source",
+        "action",
+        "target",
+        "outcome",
+        "ip_address",
+    )
+    list_display_links = ("seq",)
+    list_filter = ("outcome", "action", "actor_username", "source")
+    search_fields = ("target", "actor_username", "action")
+    ordering = ("-seq",)
+    actions = None
+    readonly_fields = (
+        "seq",
+        "created_at",
+        "actor_id",
+        "actor_username",
+        "source",
+        "action",
+        "target",
+        "outcome",
+        "details",
+        "ip_address",
+        "prev_hash",
+        "hash",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="When", ordering="created_at")
+    def when(self, event):
+        return timezone.localtime(event.created_at).strftime("%Y-%m-%d %H:%M:%S")
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = dict(extra_context or {})
+        if is_superadmin(request.user):
+            # Verifying is itself audited, so the list shows who checked the chain and when.
+            extra_context["chain"] = services.verify_audit_chain(actor=admin_actor(request))
+        return super().changelist_view(request, extra_context)

@@ -1,0 +1,404 @@
+"""The API's JSON, in snake_case: request bodies and query strings are validated here, and
+results are rendered here.
+
+The engine's comparison, investigation and restore plan render themselves (`to_api_json`);
+the serializers describing them below exist so that the OpenAPI schema is exact, and the
+schema tests check the two agree.
+"""
+
+from rest_framework import serializers
+
+from ..models import AuditEvent, Backup
+
+# Secrets are hashed with argon2, which takes any length; the cap only keeps a hostile body
+# from costing a long hash.
+SECRET_MAX_LENGTH = 1024
+LOGIN_PASSWORD_MAX_LENGTH = 4096
+REASON_MAX_LENGTH = 1000
+
+
+def secret_field(*, max_length: int = SECRET_MAX_LENGTH, **kwargs) -> serializers.CharField:
+    # Secrets are taken as typed: trimming would turn " pass " into another password.
+    return serializers.CharField(
+        max_length=max_length,
+        trim_whitespace=False,
+        write_only=True,
+        style={"input_type": "password"},
+        **kwargs,
+    )
+
+
+class BlankAsNullField(serializers.CharField):
+    """A text column where blank means "none": rendered as null."""
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, value):
+        return str(value) if value else None
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What was refused, and what to do about it.")
+
+
+# --- authentication ------------------------------------------------------------------
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = secret_field(max_length=LOGIN_PASSWORD_MAX_LENGTH)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(
+        help_text="Send it as `Authorization: Token <token>`. It is shown only once."
+    )
+    expiry = serializers.DateTimeField(allow_null=True, help_text="When the token stops working.")
+
+
+# --- status --------------------------------------------------------------------------
+
+
+class LockoutSerializer(serializers.Serializer):
+    # Rendered from the lockout module's seed-shaped dicts.
+    username = serializers.CharField(source="Username")
+    action = serializers.CharField(source="Action")
+    failures = serializers.IntegerField(source="Failures")
+    locked_until = serializers.DateTimeField(source="LockedUntil")
+    minutes_left = serializers.IntegerField(source="MinutesLeft")
+
+
+class StatusSerializer(serializers.Serializer):
+    failsafe_password_set = serializers.BooleanField()
+    total_backups = serializers.IntegerField(help_text="Complete backups.")
+    safe_backups = serializers.IntegerField()
+    last_safe_backup_id = serializers.UUIDField(allow_null=True)
+    last_backup_at = serializers.DateTimeField(allow_null=True)
+    system_status = serializers.CharField()
+    lockouts = LockoutSerializer(many=True, help_text="Your own lockouts in force.")
+
+
+# --- backups -------------------------------------------------------------------------
+
+
+class BackupSerializer(serializers.ModelSerializer):
+    created_by = BlankAsNullField(source="created_by_username")
+    marked_safe_by = BlankAsNullField(source="marked_safe_by_username")
+    total_users = serializers.IntegerField(
+        source="state.TotalUsers", allow_null=True, read_only=True
+    )
+    active_sessions = serializers.IntegerField(
+        source="state.ActiveSessions", allow_null=True, read_only=True
+    )
+    total_licenses = serializers.IntegerField(
+        source="state.TotalLicenses", allow_null=True, read_only=True
+    )
+    model_counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        source="state.SystemMetrics.ModelCounts",
+        allow_null=True,
+        read_only=True,
+        help_text="Rows captured per model label.",
+    )
+    database_vendor = serializers.CharField(
+        source="state.SystemMetrics.DatabaseVendor", allow_null=True, read_only=True
+    )
+    django_version = serializers.CharField(
+        source="state.SystemMetrics.DjangoVersion", allow_null=True, read_only=True
+    )
+    archive_sha256 = BlankAsNullField()
+    error = BlankAsNullField()
+
+    class Meta:
+        model = Backup
+        fields = [
+            "id",
+            "type",
+            "reason",
+            "status",
+            "created_at",
+            "finished_at",
+            "created_by",
+            "is_safe",
+            "marked_safe_at",
+            "marked_safe_by",
+            "total_users",
+            "active_sessions",
+            "total_licenses",
+            "archive_size",
+            "bytes_written",
+            "archive_sha256",
+            "model_counts",
+            "database_vendor",
+            "django_version",
+            "audit_head_seq",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class BackupFilterSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=Backup.Type.choices, required=False)
+    safe = serializers.BooleanField(required=False, help_text="true: safe backups only.")
+
+
+class BackupCreateSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(
+        choices=[Backup.Type.MANUAL, Backup.Type.SCHEDULED], default=Backup.Type.MANUAL
+    )
+    reason = serializers.CharField(max_length=REASON_MAX_LENGTH, allow_blank=True, default="")
+
+
+# --- comparison and investigation (rendered by the engine's to_api_json) -------------
+
+
+class RecordListSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="All of them, even beyond the records named.")
+    records = serializers.ListField(child=serializers.CharField())
+
+
+class ModifiedRecordSerializer(serializers.Serializer):
+    record = serializers.CharField()
+    fields = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text='Per field: {"from": old, "to": new}, or a note for secret columns.',
+    )
+
+
+class ModifiedListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    records = ModifiedRecordSerializer(many=True)
+
+
+class ModelDifferenceSerializer(serializers.Serializer):
+    added = RecordListSerializer()
+    removed = RecordListSerializer()
+    modified = ModifiedListSerializer()
+    truncated = serializers.BooleanField()
+
+
+class ComparisonSerializer(serializers.Serializer):
+    has_safe_backup = serializers.BooleanField()
+    safe_backup_id = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+    issues = serializers.ListField(child=serializers.CharField())
+    changes = serializers.ListField(child=serializers.CharField())
+    details = serializers.DictField(
+        child=ModelDifferenceSerializer(), help_text="Record-level detail per model label."
+    )
+
+
+class HintSerializer(serializers.Serializer):
+    when = serializers.DateTimeField()
+    source = serializers.CharField()
+    action = serializers.CharField()
+    target = serializers.CharField()
+
+
+class RootCauseSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    by_actor = serializers.DictField(child=serializers.ListField(child=HintSerializer()))
+    omitted = serializers.DictField(child=serializers.IntegerField())
+
+
+class InvestigationSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    last_safe_backup = serializers.CharField(allow_null=True)
+    comparison = ComparisonSerializer()
+    recommendations = serializers.ListField(child=serializers.CharField())
+    root_cause = RootCauseSerializer()
+
+
+class CompareQuerySerializer(serializers.Serializer):
+    against = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="A backup id, or `live`; by default the last safe backup.",
+    )
+
+
+# --- trigger -------------------------------------------------------------------------
+
+
+class TriggerRequestSerializer(serializers.Serializer):
+    passkey = secret_field(help_text="The server license passkey.")
+    reason = serializers.CharField(max_length=REASON_MAX_LENGTH, allow_blank=True, default="")
+
+
+class TriggerResultSerializer(serializers.Serializer):
+    backup_id = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    message = serializers.CharField()
+    investigation = InvestigationSerializer()
+    next_steps = serializers.ListField(child=serializers.CharField())
+
+    def to_representation(self, instance):
+        # The seed's rendering holds the wording; only the names change here.
+        seed = instance.to_seed_json()
+        return {
+            "backup_id": seed["BackupId"],
+            "created_at": seed["Timestamp"],
+            "message": seed["Message"],
+            "investigation": instance.investigation.to_api_json(),
+            "next_steps": seed["NextSteps"],
+        }
+
+
+# --- restore -------------------------------------------------------------------------
+
+
+class RestoreRequestSerializer(serializers.Serializer):
+    failsafe_password = secret_field(
+        required=False, allow_blank=True, help_text="Required unless dry_run is true."
+    )
+    dry_run = serializers.BooleanField(
+        default=False, help_text="Show what the restore would change, and change nothing."
+    )
+    allow_cascade = serializers.BooleanField(
+        default=False, help_text="Also delete rows outside the backup that depend on deleted ones."
+    )
+
+
+class ModelPlanSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    insert = serializers.IntegerField()
+    update = serializers.IntegerField()
+    delete = serializers.IntegerField()
+    sample_insert = serializers.ListField(child=serializers.CharField())
+    sample_update = serializers.ListField(child=serializers.CharField())
+    sample_delete = serializers.ListField(child=serializers.CharField())
+
+
+class CascadeSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    count = serializers.IntegerField()
+    examples = serializers.ListField(child=serializers.CharField())
+
+
+class RestorePlanSerializer(serializers.Serializer):
+    is_noop = serializers.BooleanField()
+    models = ModelPlanSerializer(many=True)
+    cascades = CascadeSerializer(many=True)
+
+
+class VerificationSerializer(serializers.Serializer):
+    identical = serializers.BooleanField()
+    differences = serializers.ListField(child=serializers.CharField())
+
+
+class RestoreResultSerializer(serializers.Serializer):
+    backup_id = serializers.UUIDField()
+    dry_run = serializers.BooleanField()
+    message = serializers.CharField()
+    pre_restore_backup_id = serializers.UUIDField(allow_null=True)
+    plan = RestorePlanSerializer()
+    verification = VerificationSerializer(allow_null=True, help_text="null for a dry run.")
+    sessions_flushed = serializers.IntegerField()
+    next_steps = serializers.ListField(child=serializers.CharField())
+
+    def to_representation(self, instance):
+        seed = instance.to_seed_json()
+        verification = seed["Verification"]
+        return {
+            "backup_id": seed["BackupId"],
+            "dry_run": seed["DryRun"],
+            "message": seed["Message"],
+            "pre_restore_backup_id": seed["PreRestoreBackupId"],
+            "plan": instance.plan.to_api_json(),
+            "verification": None
+            if verification is None
+            else {
+                "identical": verification["Identical"],
+                "differences": verification["Differences"],
+            },
+            "sessions_flushed": seed["SessionsFlushed"],
+            "next_steps": seed["NextSteps"],
+        }
+
+
+# --- failsafe password ---------------------------------------------------------------
+
+
+class PasswordRequestSerializer(serializers.Serializer):
+    password = secret_field(help_text="The new failsafe password.")
+    current_password = secret_field(
+        required=False,
+        allow_blank=True,
+        help_text="Required to change a failsafe password that is already set.",
+    )
+
+
+class PasswordResultSerializer(serializers.Serializer):
+    replaced = serializers.BooleanField(help_text="true when an older password was replaced.")
+    message = serializers.CharField()
+    timestamp = serializers.DateTimeField()
+
+    def to_representation(self, instance):
+        seed = instance.to_seed_json()
+        return {
+            "replaced": instance.replaced,
+            "message": seed["Message"],
+            "timestamp": seed["Timestamp"],
+        }
+
+
+# --- audit ---------------------------------------------------------------------------
+
+
+class AuditFilterSerializer(serializers.Serializer):
+    action = serializers.CharField(max_length=64, required=False, help_text="failsafe.trigger")
+    outcome = serializers.ChoiceField(choices=AuditEvent.Outcome.choices, required=False)
+    actor = serializers.CharField(max_length=150, required=False, help_text="A username.")
+    source = serializers.ChoiceField(choices=AuditEvent.Source.choices, required=False)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = BlankAsNullField(source="actor_username")
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "seq",
+            "created_at",
+            "actor",
+            "source",
+            "action",
+            "target",
+            "outcome",
+            "details",
+            "ip_address",
+        ]
+        read_only_fields = fields
+
+
+# --- terminal ------------------------------------------------------------------------
+
+
+class TerminalRequestSerializer(serializers.Serializer):
+    # No length limit here: an oversized line gets the terminal's own message.
+    command = serializers.CharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        default="",
+        help_text='One line of the seed\'s terminal language, e.g. "failsafe status".',
+    )
+    failsafe_password = secret_field(
+        required=False, allow_blank=True, help_text="For `failsafe restore <id>`."
+    )
+    password = secret_field(
+        required=False,
+        allow_blank=True,
+        help_text="For `failsafe setpassword` without the password on the line.",
+    )
+    current_password = secret_field(
+        required=False,
+        allow_blank=True,
+        help_text="For `failsafe setpassword` when a failsafe password is already set.",
+    )
+    passkey = secret_field(
+        required=False,
+        allow_blank=True,
+        help_text="For `help_failsafe -start` without the passkey on the line.",
+    )

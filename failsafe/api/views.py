@@ -1,0 +1,379 @@
+"""The API door: every view validates its input, calls one service, renders the result.
+
+Refusals raised by the services reach `failsafe.api.errors.exception_handler`, which turns
+them into {"detail": ...} with the right status code.
+"""
+
+from django.contrib.auth import authenticate
+from django.http import JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from knox import views as knox_views
+from rest_framework import status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from accounts.middleware import PASSWORD_CHANGE_REQUIRED
+from accounts.permissions import IsSuperAdmin
+
+from .. import services
+from ..models import AuditEvent
+from ..terminal import TerminalReply, run_command
+from . import serializers as api
+from .authentication import AUTHENTICATION_CLASSES, TokenAuthentication
+from .errors import status_for
+from .permissions import PasswordChangeNotRequired
+
+WRONG_CREDENTIALS = "Unable to log in with the username and password given."
+
+
+def client_ip(request) -> str | None:
+    # The peer that connected. X-Forwarded-For is whatever the client chose to write, so it
+    # is not believed: behind a proxy, the proxy must set REMOTE_ADDR.
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def not_found(request, *args, **kwargs):
+    return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+
+
+# --- how errors appear in the schema -------------------------------------------------
+
+
+def _detail(description: str) -> OpenApiResponse:
+    return OpenApiResponse(api.DetailSerializer, description=description)
+
+
+BAD_REQUEST = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description='Malformed request: {"detail": ...}, or field names with their errors.',
+)
+UNAUTHENTICATED = _detail("No valid token or session.")
+FORBIDDEN = _detail("Not a SuperAdmin, or the password must be changed first.")
+COMMON_ERRORS = {400: BAD_REQUEST, 401: UNAUTHENTICATED, 403: FORBIDDEN}
+NOT_FOUND = {404: _detail("No backup has that id, or the id is malformed.")}
+CONFLICT = {409: _detail("The backup or the server is not in a state that allows it.")}
+SECRET_ERRORS = {
+    403: _detail("Not a SuperAdmin, or the secret is wrong (the attempt is audited)."),
+    409: _detail("The failsafe password is not set, or no passkey was issued."),
+    429: _detail("Locked out after too many wrong secrets; try again later."),
+}
+
+BACKUP_ID = OpenApiParameter(
+    "backup_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="A backup id."
+)
+
+
+# --- authentication ------------------------------------------------------------------
+
+
+class TokenLoginView(knox_views.LoginView):
+    """Exchange a username and password for a token; knox stores only its hash."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+    parser_classes = (JSONParser,)
+
+    @extend_schema(
+        tags=["auth"],
+        request=api.TokenRequestSerializer,
+        responses={
+            200: api.TokenSerializer,
+            400: _detail("Wrong username or password, or a malformed body."),
+            403: _detail("The user must change the password first, by logging in to the site."),
+        },
+        auth=[],
+    )
+    def post(self, request, format=None):
+        credentials = api.TokenRequestSerializer(data=request.data)
+        credentials.is_valid(raise_exception=True)
+        user = authenticate(request, **credentials.validated_data)
+        if user is None:
+            return Response({"detail": WRONG_CREDENTIALS}, status=status.HTTP_400_BAD_REQUEST)
+        if user.must_change_password:
+            raise PermissionDenied(PASSWORD_CHANGE_REQUIRED)
+        request.user = user
+        return super().post(request, format=format)
+
+
+class TokenLogoutView(knox_views.LogoutView):
+    """Revoke the token this request carries."""
+
+    authentication_classes = (TokenAuthentication,)
+
+    @extend_schema(tags=["auth"], request=None, responses={204: None, 401: UNAUTHENTICATED})
+    def post(self, request, format=None):
+        return super().post(request, format=format)
+
+
+class TokenLogoutAllView(knox_views.LogoutAllView):
+    """Revoke every token of the user this request's token belongs to."""
+
+    authentication_classes = (TokenAuthentication,)
+
+    @extend_schema(tags=["auth"], request=None, responses={204: None, 401: UNAUTHENTICATED})
+    def post(self, request, format=None):
+        return super().post(request, format=format)
+
+
+# --- the failsafe --------------------------------------------------------------------
+
+
+class FailsafeView(APIView):
+    authentication_classes = AUTHENTICATION_CLASSES
+    permission_classes = (IsSuperAdmin, PasswordChangeNotRequired)
+    # JSON in, JSON out: one way to send a body, and one meaning for a missing field.
+    parser_classes = (JSONParser,)
+
+    @property
+    def actor(self) -> services.Actor:
+        return services.Actor(
+            user=self.request.user, source=AuditEvent.Source.API, ip=client_ip(self.request)
+        )
+
+    @staticmethod
+    def validated(serializer_class, data) -> dict:
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def validated_query(self, serializer_class) -> dict:
+        # A plain dict, not the QueryDict: DRF reads a boolean missing from form-like input
+        # as false, which would turn "no ?safe= filter" into "?safe=false".
+        return self.validated(serializer_class, self.request.query_params.dict())
+
+
+class PaginatedView(FailsafeView):
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+    def paginated(self, queryset, serializer_class) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class StatusView(FailsafeView):
+    @extend_schema(tags=["failsafe"], responses={200: api.StatusSerializer, **COMMON_ERRORS})
+    def get(self, request):
+        return Response(api.StatusSerializer(services.status(actor=self.actor)).data)
+
+
+class BackupListView(PaginatedView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="List backups, newest first",
+        parameters=[api.BackupFilterSerializer],
+        responses={200: api.BackupSerializer(many=True), **COMMON_ERRORS},
+    )
+    def get(self, request):
+        filters = self.validated_query(api.BackupFilterSerializer)
+        backups = services.list_backups(
+            actor=self.actor, backup_type=filters.get("type"), safe=filters.get("safe")
+        )
+        return self.paginated(backups, api.BackupSerializer)
+
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Take a backup now",
+        request=api.BackupCreateSerializer,
+        responses={201: api.BackupSerializer, **COMMON_ERRORS, **CONFLICT},
+    )
+    def post(self, request):
+        data = self.validated(api.BackupCreateSerializer, request.data)
+        backup = services.create_backup(
+            actor=self.actor, backup_type=data["type"], reason=data["reason"]
+        )
+        return Response(api.BackupSerializer(backup).data, status=status.HTTP_201_CREATED)
+
+
+class BackupDetailView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        parameters=[BACKUP_ID],
+        responses={200: api.BackupSerializer, **COMMON_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request, backup_id):
+        return Response(api.BackupSerializer(services.get_backup(backup_id)).data)
+
+
+class MarkSafeView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Mark a backup as safe: the baseline of comparisons",
+        parameters=[BACKUP_ID],
+        request=None,
+        responses={
+            200: api.BackupSerializer,
+            **COMMON_ERRORS,
+            **NOT_FOUND,
+            **CONFLICT,
+            422: _detail("The backup's archive is damaged."),
+        },
+    )
+    def post(self, request, backup_id):
+        backup = services.mark_safe(actor=self.actor, backup_id=backup_id)
+        return Response(api.BackupSerializer(backup).data)
+
+
+class CompareView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Compare a backup (or live) against another backup, live, or the last safe one",
+        parameters=[
+            OpenApiParameter(
+                "backup_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="A backup id, or `live` for the live database.",
+            ),
+            api.CompareQuerySerializer,
+        ],
+        responses={
+            200: api.ComparisonSerializer,
+            **COMMON_ERRORS,
+            **NOT_FOUND,
+            **CONFLICT,
+            422: _detail("An archive is damaged."),
+        },
+    )
+    def get(self, request, backup_id):
+        against = self.validated_query(api.CompareQuerySerializer).get("against")
+        result = services.compare(actor=self.actor, backup_id=backup_id, against=against)
+        return Response(result.to_api_json())
+
+
+class RestoreView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Restore the database from a backup, all or nothing",
+        parameters=[BACKUP_ID],
+        request=api.RestoreRequestSerializer,
+        responses={
+            200: api.RestoreResultSerializer,
+            **COMMON_ERRORS,
+            **NOT_FOUND,
+            **SECRET_ERRORS,
+            409: _detail(
+                "Failsafe password not set, backup unusable, schema mismatch, rows outside "
+                "the backup would be deleted, or another backup or restore is running."
+            ),
+            422: _detail("The backup's archive is damaged."),
+        },
+    )
+    def post(self, request, backup_id):
+        data = self.validated(api.RestoreRequestSerializer, request.data)
+        result = services.restore(
+            actor=self.actor,
+            backup_id=backup_id,
+            password=data.get("failsafe_password") or None,
+            dry_run=data["dry_run"],
+            allow_cascade=data["allow_cascade"],
+        )
+        return Response(api.RestoreResultSerializer(result).data)
+
+
+class TriggerView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Emergency: back up now, compare with the last safe backup, investigate",
+        request=api.TriggerRequestSerializer,
+        responses={201: api.TriggerResultSerializer, **COMMON_ERRORS, **SECRET_ERRORS},
+    )
+    def post(self, request):
+        data = self.validated(api.TriggerRequestSerializer, request.data)
+        result = services.trigger(actor=self.actor, passkey=data["passkey"], reason=data["reason"])
+        return Response(api.TriggerResultSerializer(result).data, status=status.HTTP_201_CREATED)
+
+
+class PasswordView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Set the failsafe password, or change it with the current one",
+        request=api.PasswordRequestSerializer,
+        responses={200: api.PasswordResultSerializer, **COMMON_ERRORS, **SECRET_ERRORS},
+    )
+    def put(self, request):
+        data = self.validated(api.PasswordRequestSerializer, request.data)
+        result = services.set_failsafe_password(
+            actor=self.actor,
+            password=data["password"],
+            current_password=data.get("current_password") or None,
+        )
+        return Response(api.PasswordResultSerializer(result).data)
+
+
+class AuditView(PaginatedView):
+    # Query parameter -> AuditEvent field.
+    FILTERS = {
+        "action": "action",
+        "outcome": "outcome",
+        "actor": "actor_username",
+        "source": "source",
+    }
+
+    @extend_schema(
+        tags=["failsafe"],
+        summary="The audit trail, newest first",
+        parameters=[api.AuditFilterSerializer],
+        responses={200: api.AuditEventSerializer(many=True), **COMMON_ERRORS},
+    )
+    def get(self, request):
+        filters = self.validated_query(api.AuditFilterSerializer)
+        events = services.audit_events(actor=self.actor).filter(
+            **{self.FILTERS[name]: value for name, value in filters.items()}
+        )
+        return self.paginated(events, api.AuditEventSerializer)
+
+
+def terminal_status(reply: TerminalReply) -> int:
+    """The terminal's reply kinds as status codes, agreeing with the other endpoints."""
+    if reply.kind == "ok":
+        return status.HTTP_200_OK
+    if reply.kind == "usage":
+        return status.HTTP_400_BAD_REQUEST
+    if reply.kind == "locked":
+        return status.HTTP_429_TOO_MANY_REQUESTS
+    fallback = status.HTTP_403_FORBIDDEN if reply.kind == "denied" else status.HTTP_400_BAD_REQUEST
+    return status_for(reply.error) or fallback
+
+
+class TerminalView(FailsafeView):
+    SECRETS = ("failsafe_password", "password", "current_password", "passkey")
+
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Run one line of the seed's terminal language",
+        description=(
+            "The response body is the seed's JSON object itself (PascalCase), exactly as "
+            "`manage.py failsafe_terminal -c` prints it. A refusal is "
+            '`{"Success": false, "Error": "..."}` with the status code of the same refusal '
+            "elsewhere in the API. Secrets the command asks for are given in the body."
+        ),
+        request=api.TerminalRequestSerializer,
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The seed's JSON answer."),
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="Empty, oversized (over 1000 characters) or unknown command, "
+                "a missing secret, or a malformed body.",
+            ),
+            401: UNAUTHENTICATED,
+            403: OpenApiResponse(OpenApiTypes.OBJECT, description="Not allowed, wrong secret."),
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="No such backup."),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="Not possible now."),
+            429: OpenApiResponse(OpenApiTypes.OBJECT, description="Locked out."),
+        },
+    )
+    def post(self, request):
+        data = self.validated(api.TerminalRequestSerializer, request.data)
+        secrets = {name: data[name] for name in self.SECRETS if data.get(name)}
+        reply = run_command(
+            data["command"],
+            actor=self.actor,
+            ask_secret=lambda name, prompt: secrets.get(name),
+        )
+        return Response(reply.payload, status=terminal_status(reply))

@@ -1,0 +1,193 @@
+"""The SuperAdmin's terminal page: the seed's command language in the browser.
+
+Plain form posts rendered on the server. The first connection asks for the failsafe password
+before anything else; later connections open with `failsafe status`. Each command line runs
+through failsafe.terminal.run_command, and its JSON answer joins a history kept in the
+session, with the secret part of a line masked. A secret the command asks for (the failsafe
+password of `failsafe restore`) is asked for in a password input, and the page never renders
+a typed secret back.
+"""
+
+import json
+
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+
+from accounts.permissions import superadmin_required
+from licensing import services as licensing
+from licensing.exceptions import LicensingError
+
+from . import services
+from .exceptions import FailsafeError
+from .forms import FailsafePasswordForm
+from .models import AuditEvent
+from .terminal import COMMANDS, MAX_COMMAND_LENGTH, run_command
+
+HISTORY_KEY = "failsafe_terminal_history"
+HISTORY_LENGTH = 20
+# An answer longer than this (a long backup list) is cut in the history, not on the wire.
+OUTPUT_LIMIT = 50_000
+COMMAND_SHOWN = 200
+MASK = "********"
+SECRET_FIELD_PREFIX = "secret_"
+
+# The subcommands of `failsafe` that take no secret; any other line with arguments after
+# its first two words has them masked, so a typo such as `failsafe setpasword <pw>` still
+# keeps the password out of the history.
+_PUBLIC_SUBCOMMANDS = {"status", "backups", "marksafe", "restore"}
+# The secret typed inline in a line, named as run_command's ask_secret names it.
+_INLINE_SECRETS = {
+    "help_failsafe": ("passkey", "Server license passkey"),
+    "failsafe": ("password", "New failsafe password"),
+}
+
+
+def terminal_actor(request) -> services.Actor:
+    return services.Actor(
+        user=request.user, source=AuditEvent.Source.TERMINAL, ip=request.META.get("REMOTE_ADDR")
+    )
+
+
+def split_inline_secret(line: str) -> tuple[str, str, tuple[str, str] | None]:
+    """(the line to show, the line without its secret, (name, label) of that secret or None)."""
+    words = line.split()
+    if len(words) > 2:
+        head = words[0].lower()
+        secret_bearing = head == "help_failsafe" or (
+            head == "failsafe" and words[1].lower() not in _PUBLIC_SUBCOMMANDS
+        )
+        if secret_bearing:
+            bare = f"{words[0]} {words[1]}"
+            return f"{bare} {MASK}", bare, _INLINE_SECRETS[head]
+    shown = " ".join(words)
+    return shown, shown, None
+
+
+def _entry(command: str, reply_ok: bool, payload: dict) -> dict:
+    output = json.dumps(payload, indent=2, default=str)
+    if len(output) > OUTPUT_LIMIT:
+        output = output[:OUTPUT_LIMIT] + f"\n... ({len(output) - OUTPUT_LIMIT} characters more)"
+    if len(command) > COMMAND_SHOWN:
+        command = command[:COMMAND_SHOWN] + "…"
+    return {"command": command, "ok": reply_ok, "output": output}
+
+
+def _history(request) -> list[dict]:
+    return list(request.session.get(HISTORY_KEY, []))
+
+
+def _remember(request, entry: dict) -> None:
+    request.session[HISTORY_KEY] = (_history(request) + [entry])[-HISTORY_LENGTH:]
+
+
+def _session_survived(request) -> bool:
+    # A restore ends every session, this one included; saving it then would fail.
+    key = request.session.session_key
+    return bool(key) and request.session.exists(key)
+
+
+def _page(request, **context) -> TemplateResponse:
+    context.setdefault("history", _history(request))
+    context.setdefault("commands", COMMANDS)
+    context.setdefault("max_length", MAX_COMMAND_LENGTH)
+    return TemplateResponse(request, "failsafe/terminal.html", context)
+
+
+def _prompt_url() -> str:
+    return reverse("failsafe:terminal") + "#prompt"
+
+
+@sensitive_post_parameters()
+@sensitive_variables()
+@superadmin_required
+def terminal(request):
+    if not licensing.failsafe_password_is_set():
+        return _first_connection(request)
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "clear":
+            request.session.pop(HISTORY_KEY, None)
+            return redirect(_prompt_url())
+        if action == "command":
+            return _run(request)
+        return redirect(_prompt_url())
+    if not request.session.get(HISTORY_KEY):
+        # A new connection opens with the system status, as the seed's flow says.
+        reply = run_command("failsafe status", actor=terminal_actor(request))
+        _remember(request, _entry("failsafe status", reply.ok, reply.payload))
+    return _page(request)
+
+
+@sensitive_variables()
+def _first_connection(request):
+    """No failsafe password yet: ask for it (twice) before anything else."""
+    form = FailsafePasswordForm(
+        request.POST if request.POST.get("action") == "setup" else None, changing=False
+    )
+    if form.is_bound and form.is_valid():
+        try:
+            result = services.set_failsafe_password(
+                actor=terminal_actor(request), password=form.cleaned_data["password"]
+            )
+        except (FailsafeError, LicensingError, PermissionDenied) as exc:
+            form.add_error(None, " ".join(str(exc).split()))
+        else:
+            entry = _entry(f"failsafe setpassword {MASK}", True, result.to_seed_json())
+            _remember(request, entry)
+            return redirect(_prompt_url())
+    return _page(request, setup_form=form)
+
+
+@sensitive_variables()
+def _run(request):
+    line = request.POST.get("command", "")
+    if not line.strip():
+        # Enter on an empty prompt does nothing, as in a terminal.
+        return redirect(_prompt_url())
+    shown, bare, inline_secret = split_inline_secret(line)
+    supplied = {
+        name[len(SECRET_FIELD_PREFIX) :]: value
+        for name, value in request.POST.items()
+        if name.startswith(SECRET_FIELD_PREFIX) and value
+    }
+    asked: list[tuple[str, str]] = []
+
+    def ask(name, prompt):
+        asked.append((name, prompt.strip().rstrip(":")))
+        return supplied.get(name)
+
+    reply = run_command(line, actor=terminal_actor(request), ask_secret=ask)
+    if not reply.ok and any(name not in supplied for name, _ in asked):
+        return _ask_for_secrets(
+            request, reply, shown=shown, bare=bare, inline_secret=inline_secret, asked=asked
+        )
+
+    entry = _entry(shown, reply.ok, reply.payload)
+    if _session_survived(request):
+        _remember(request, entry)
+        return redirect(_prompt_url())
+    # The command ended every session (a restore): show its answer now, touch nothing.
+    return _page(request, history=_history(request) + [entry], sessions_ended=True)
+
+
+def _ask_for_secrets(request, reply, *, shown, bare, inline_secret, asked):
+    """Ask, in password inputs, for every secret the command needs; the form runs it again.
+
+    A secret typed inline is asked for again too, so the form carries the line without it.
+    """
+    fields = [inline_secret] if inline_secret else []
+    fields += [(name, label) for name, label in asked if name not in dict(fields)]
+    # The first time, asking is enough; after a submission, say what was left empty.
+    resubmitted = any(key.startswith(SECRET_FIELD_PREFIX) for key in request.POST)
+    return _page(
+        request,
+        pending={
+            "command": bare,
+            "shown": shown,
+            "fields": [(SECRET_FIELD_PREFIX + name, label) for name, label in fields],
+            "error": reply.payload.get("Error") if resubmitted else None,
+        },
+    )

@@ -1,0 +1,202 @@
+"""POST /api/failsafe/terminal/ answers with the seed's JSON object itself."""
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+
+from failsafe import presenters, services
+from failsafe.models import AuditEvent, Backup
+from failsafe.terminal import help_payload
+
+from .conftest import CLIENT_IP, FAILSAFE_PASSWORD
+
+User = get_user_model()
+
+
+def terminal(client, command, **secrets):
+    return client.post(reverse("api:terminal"), {"command": command, **secrets}, format="json")
+
+
+@pytest.mark.django_db
+def test_help_is_the_seeds_help_object(api):
+    response = terminal(api, "help_failsafe")
+    assert response.status_code == 200
+    assert response.json() == help_payload()
+
+
+@pytest.mark.django_db
+def test_status_is_exactly_what_the_service_renders(api, cli_actor, armed):
+    services.create_backup(actor=cli_actor)
+    response = terminal(api, "failsafe status")
+    assert response.status_code == 200
+    assert response.json() == services.status(actor=cli_actor).to_seed_json()
+    assert response.json()["FailsafePasswordSet"] is True
+
+
+@pytest.mark.django_db
+def test_backups_is_the_seeds_backup_list(api, cli_actor):
+    services.create_backup(actor=cli_actor, reason="one")
+    services.create_backup(actor=cli_actor, reason="two")
+    response = terminal(api, "failsafe backups")
+    assert response.json() == json.loads(
+        json.dumps(presenters.backup_list(list(services.list_backups(actor=cli_actor))))
+    )
+    assert [b["Reason"] for b in response.json()["Backups"]] == ["two", "one"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ("", "Empty command. Type help_failsafe for the list of commands"),
+        ("   ", "Empty command. Type help_failsafe for the list of commands"),
+        ("x" * 1001, "Command too long (over 1000 characters)"),
+        ("rm -rf /", "Unknown command: 'rm'. Type help_failsafe for the list of commands"),
+        (
+            "failsafe explode",
+            "Unknown command: 'failsafe explode'. Type help_failsafe for the list of commands",
+        ),
+        ("failsafe marksafe", "Usage: failsafe marksafe <backup-id>"),
+    ],
+)
+def test_empty_oversized_or_unknown_commands_are_400(api, command, error):
+    response = terminal(api, command)
+    assert response.status_code == 400
+    assert response.json() == {"Success": False, "Error": error}
+
+
+@pytest.mark.django_db
+def test_a_missing_command_is_an_empty_one(api):
+    response = api.post(reverse("api:terminal"), {}, format="json")
+    assert response.status_code == 400
+    assert response.json()["Error"].startswith("Empty command")
+
+
+@pytest.mark.django_db
+def test_a_command_of_exactly_1000_characters_is_read(api):
+    response = terminal(api, "failsafe status" + " " * 985)
+    assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_setpassword_then_change_it_with_the_current_one(api, passkey):
+    first = terminal(api, f"failsafe setpassword {FAILSAFE_PASSWORD}")
+    assert first.status_code == 200
+    assert first.json()["Message"] == "Failsafe password set successfully"
+
+    without_current = terminal(api, "failsafe setpassword Another-Failsafe-Phrase-7")
+    assert without_current.status_code == 400
+    assert without_current.json() == {
+        "Success": False,
+        "Error": "Current failsafe password required",
+    }
+
+    changed = terminal(
+        api,
+        "failsafe setpassword",
+        password="Another-Failsafe-Phrase-7",
+        current_password=FAILSAFE_PASSWORD,
+    )
+    assert changed.status_code == 200
+    assert changed.json()["Message"] == "Failsafe password changed successfully"
+
+
+@pytest.mark.django_db
+def test_a_weak_password_is_400_as_on_the_password_endpoint(api):
+    response = terminal(api, "failsafe setpassword short")
+    assert response.status_code == 400
+    assert response.json()["Success"] is False
+
+
+@pytest.mark.django_db
+def test_trigger_with_the_passkey_inline_or_in_the_body(api, armed):
+    inline = terminal(api, f"help_failsafe -start {armed}")
+    in_body = terminal(api, "help_failsafe -start", passkey=armed)
+
+    for response in (inline, in_body):
+        assert response.status_code == 200
+        assert response.json()["Message"] == "Emergency failsafe backup created"
+        assert response.json()["Investigation"]["Status"] == "Investigating"
+    assert Backup.objects.filter(type="EMERGENCY").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_wrong_passkey_is_403_with_the_seeds_message_and_audited(api, armed):
+    response = terminal(api, "help_failsafe -start guessed")
+    assert response.status_code == 403
+    assert response.json() == {"Success": False, "Error": "Invalid server license passkey"}
+    event = AuditEvent.objects.order_by("-seq").first()
+    assert (event.action, event.outcome, event.source, event.ip_address) == (
+        "failsafe.trigger",
+        "DENIED",
+        "api",
+        CLIENT_IP,
+    )
+
+
+@pytest.mark.django_db
+def test_trigger_before_the_failsafe_password_is_set_is_409(api, passkey):
+    response = terminal(api, f"help_failsafe -start {passkey}")
+    assert response.status_code == 409
+    assert response.json() == {"Success": False, "Error": "Failsafe password not set"}
+
+
+@pytest.mark.django_db
+def test_locked_out_is_429(api, armed, settings):
+    settings.FAILSAFE = {"LOCKOUT_THRESHOLD": 2}
+    assert terminal(api, "help_failsafe -start one").status_code == 403
+    assert terminal(api, "help_failsafe -start two").status_code == 403
+
+    locked = terminal(api, f"help_failsafe -start {armed}")
+
+    assert locked.status_code == 429
+    assert locked.json()["Success"] is False
+    assert locked.json()["Error"].startswith("Too many failed attempts")
+
+
+@pytest.mark.django_db
+def test_marksafe_and_restore_through_the_terminal(api, cli_actor, armed, population):
+    backup = services.create_backup(actor=cli_actor)
+    marked = terminal(api, f"failsafe marksafe {backup.id}")
+    assert marked.json() == {
+        "Success": True,
+        "Message": "Backup marked as safe environment",
+        "BackupId": str(backup.id),
+    }
+    User.objects.filter(username="bob").delete()
+
+    no_password = terminal(api, f"failsafe restore {backup.id}")
+    assert no_password.status_code == 400
+    assert no_password.json() == {"Success": False, "Error": "Failsafe password required"}
+
+    wrong = terminal(api, f"failsafe restore {backup.id}", failsafe_password="guess")
+    assert wrong.status_code == 403
+    assert wrong.json() == {"Success": False, "Error": "Invalid failsafe password"}
+    assert not User.objects.filter(username="bob").exists()
+
+    restored = terminal(api, f"failsafe restore {backup.id}", failsafe_password=FAILSAFE_PASSWORD)
+    assert restored.status_code == 200
+    assert restored.json()["Message"] == "Backup restoration completed"
+    assert restored.json()["Verification"] == {"Identical": True, "Differences": []}
+    assert User.objects.filter(username="bob").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("backup_id", ["not-a-uuid", "00000000-0000-0000-0000-000000000001"])
+def test_restore_of_a_bad_id_is_404_before_any_password_is_asked(api, armed, backup_id):
+    response = terminal(api, f"failsafe restore {backup_id}")
+    assert response.status_code == 404
+    assert response.json()["Success"] is False
+
+
+@pytest.mark.django_db
+def test_secrets_in_the_body_are_never_echoed_nor_audited(api, cli_actor, armed):
+    backup = services.create_backup(actor=cli_actor)
+    terminal(api, f"failsafe restore {backup.id}", failsafe_password="guessed-secret-1")
+    response = terminal(api, "help_failsafe -start guessed-secret-2")
+
+    assert "guessed-secret" not in response.content.decode()
+    trail = json.dumps([(e.target, e.details) for e in AuditEvent.objects.all()])
+    assert "guessed-secret" not in trail
