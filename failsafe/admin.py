@@ -24,6 +24,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from accounts.admin import SuperAdminReadOnlyAdmin
 from accounts.permissions import is_superadmin
 from licensing import services as licensing
 from licensing.exceptions import LicensingError
@@ -57,25 +58,6 @@ def superadmin_only(view):
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-class SuperAdminReadOnlyAdmin(admin.ModelAdmin):
-    """Visible to SuperAdmins only, and never added, changed or deleted through the admin."""
-
-    def has_module_permission(self, request):
-        return is_superadmin(request.user)
-
-    def has_view_permission(self, request, obj=None):
-        return is_superadmin(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- rendering helpers -----------------------------------------------------------------

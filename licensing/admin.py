@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from accounts.permissions import is_superadmin
+from accounts.admin import SuperAdminReadOnlyAdmin
 
 from .models import License, ServerLicense
 
@@ -23,7 +23,7 @@ class LicenseAdmin(admin.ModelAdmin):
 
 
 @admin.register(ServerLicense)
-class ServerLicenseAdmin(admin.ModelAdmin):
+class ServerLicenseAdmin(SuperAdminReadOnlyAdmin):
     """Shows whether the secrets are set and when; never the hashes, and only to SuperAdmins."""
 
     list_display = ("__str__", "passkey_status", "failsafe_password_status")
@@ -46,18 +46,3 @@ class ServerLicenseAdmin(admin.ModelAdmin):
         if not obj.failsafe_password_is_set:
             return "not set"
         return f"set ({obj.failsafe_password_set_at:%Y-%m-%d %H:%M:%S} UTC)"
-
-    def has_module_permission(self, request):
-        return is_superadmin(request.user)
-
-    def has_view_permission(self, request, obj=None):
-        return is_superadmin(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -163,4 +163,5 @@ FAILSAFE = {}
 FAILSAFE_KEYSET = env.str("FAILSAFE_KEYSET", default="")
 FAILSAFE_KEYSET_FILE = env.str("FAILSAFE_KEYSET_FILE", default=str(VAR_DIR / "failsafe.keyset"))
 FAILSAFE_AUDIT_KEY = env.str("FAILSAFE_AUDIT_KEY", default="")
+FAILSAFE_CHUNK_KEY = env.str("FAILSAFE_CHUNK_KEY", default="")
 FAILSAFE_BACKUP_DIR = env.str("FAILSAFE_BACKUP_DIR", default=str(VAR_DIR / "backups"))

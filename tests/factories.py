@@ -5,6 +5,7 @@ from accounts.models import Role
 from licensing.models import License
 
 DEFAULT_PASSWORD = "correct horse battery staple"
+FAILSAFE_PASSWORD = "Unusual-Failsafe-Phrase-42"
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -7,8 +7,9 @@ from django.urls import reverse
 
 from failsafe.models import AuditEvent, Backup
 from licensing.models import ServerLicense
+from tests.factories import FAILSAFE_PASSWORD
 
-from .conftest import CLIENT_IP, FAILSAFE_PASSWORD
+from .conftest import CLIENT_IP
 
 MALFORMED_IDS = ["not-a-uuid", "12345", "0" * 33, "x" * 300, "live%00", "%E2%98%83", "..%2F.."]
 BACKUP_URLS = ["api:backup", "api:backup-mark-safe", "api:backup-compare", "api:backup-restore"]

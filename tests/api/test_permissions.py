@@ -5,8 +5,7 @@ from django.urls import reverse
 
 from failsafe.models import Backup
 from licensing.services import get_server_license
-
-from .conftest import FAILSAFE_PASSWORD
+from tests.factories import FAILSAFE_PASSWORD
 
 
 def _backup_url(name):

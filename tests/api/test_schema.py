@@ -19,9 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.factories import DEFAULT_PASSWORD
-
-from .conftest import FAILSAFE_PASSWORD
+from tests.factories import DEFAULT_PASSWORD, FAILSAFE_PASSWORD
 
 User = get_user_model()
 

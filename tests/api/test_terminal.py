@@ -9,8 +9,9 @@ from django.urls import reverse
 from failsafe import presenters, services
 from failsafe.models import AuditEvent, Backup
 from failsafe.terminal import help_payload
+from tests.factories import FAILSAFE_PASSWORD
 
-from .conftest import CLIENT_IP, FAILSAFE_PASSWORD
+from .conftest import CLIENT_IP
 
 User = get_user_model()
 
@@ -27,21 +28,21 @@ def test_help_is_the_seeds_help_object(api):
 
 
 @pytest.mark.django_db
-def test_status_is_exactly_what_the_service_renders(api, cli_actor, armed):
-    services.create_backup(actor=cli_actor)
+def test_status_is_exactly_what_the_service_renders(api, actor, armed):
+    services.create_backup(actor=actor)
     response = terminal(api, "failsafe status")
     assert response.status_code == 200
-    assert response.json() == services.status(actor=cli_actor).to_seed_json()
+    assert response.json() == services.status(actor=actor).to_seed_json()
     assert response.json()["FailsafePasswordSet"] is True
 
 
 @pytest.mark.django_db
-def test_backups_is_the_seeds_backup_list(api, cli_actor):
-    services.create_backup(actor=cli_actor, reason="one")
-    services.create_backup(actor=cli_actor, reason="two")
+def test_backups_is_the_seeds_backup_list(api, actor):
+    services.create_backup(actor=actor, reason="one")
+    services.create_backup(actor=actor, reason="two")
     response = terminal(api, "failsafe backups")
     assert response.json() == json.loads(
-        json.dumps(presenters.backup_list(list(services.list_backups(actor=cli_actor))))
+        json.dumps(presenters.backup_list(list(services.list_backups(actor=actor))))
     )
     assert [b["Reason"] for b in response.json()["Backups"]] == ["two", "one"]
 
@@ -157,8 +158,8 @@ def test_locked_out_is_429(api, armed, settings):
 
 
 @pytest.mark.django_db
-def test_marksafe_and_restore_through_the_terminal(api, cli_actor, armed, population):
-    backup = services.create_backup(actor=cli_actor)
+def test_marksafe_and_restore_through_the_terminal(api, actor, armed, population):
+    backup = services.create_backup(actor=actor)
     marked = terminal(api, f"failsafe marksafe {backup.id}")
     assert marked.json() == {
         "Success": True,
@@ -192,8 +193,8 @@ def test_restore_of_a_bad_id_is_404_before_any_password_is_asked(api, armed, bac
 
 
 @pytest.mark.django_db
-def test_secrets_in_the_body_are_never_echoed_nor_audited(api, cli_actor, armed):
-    backup = services.create_backup(actor=cli_actor)
+def test_secrets_in_the_body_are_never_echoed_nor_audited(api, actor, armed):
+    backup = services.create_backup(actor=actor)
     terminal(api, f"failsafe restore {backup.id}", failsafe_password="guessed-secret-1")
     response = terminal(api, "help_failsafe -start guessed-secret-2")
 

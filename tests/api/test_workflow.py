@@ -11,9 +11,9 @@ from rest_framework.test import APIClient
 from failsafe import services
 from failsafe.models import Backup
 from licensing.models import License
-from tests.factories import DEFAULT_PASSWORD
+from tests.factories import DEFAULT_PASSWORD, FAILSAFE_PASSWORD
 
-from .conftest import CLIENT_IP, FAILSAFE_PASSWORD
+from .conftest import CLIENT_IP
 
 User = get_user_model()
 
@@ -148,11 +148,11 @@ def test_seed_workflow_over_http(superadmin, passkey, population):
 
 
 @pytest.mark.django_db
-def test_backups_are_listed_newest_first_filtered_and_paginated(api, cli_actor, armed, monkeypatch):
-    manual = services.create_backup(actor=cli_actor, reason="one")
-    scheduled = services.create_backup(actor=cli_actor, backup_type="SCHEDULED", reason="two")
-    services.mark_safe(actor=cli_actor, backup_id=manual.id)
-    emergency = services.trigger(actor=cli_actor, passkey=armed).backup
+def test_backups_are_listed_newest_first_filtered_and_paginated(api, actor, armed, monkeypatch):
+    manual = services.create_backup(actor=actor, reason="one")
+    scheduled = services.create_backup(actor=actor, backup_type="SCHEDULED", reason="two")
+    services.mark_safe(actor=actor, backup_id=manual.id)
+    emergency = services.trigger(actor=actor, passkey=armed).backup
     monkeypatch.setattr(PageNumberPagination, "page_size", 2)
 
     page_one = api.get(reverse("api:backups")).json()
@@ -210,10 +210,10 @@ def test_backup_detail(api, backup):
 
 
 @pytest.mark.django_db
-def test_compare_two_backups_and_a_backup_against_live(api, cli_actor, population):
-    before = services.create_backup(actor=cli_actor)
+def test_compare_two_backups_and_a_backup_against_live(api, actor, population):
+    before = services.create_backup(actor=actor)
     User.objects.filter(username="carol").delete()
-    after = services.create_backup(actor=cli_actor)
+    after = services.create_backup(actor=actor)
 
     between = api.get(backup_url("api:backup-compare", after.id), {"against": str(before.id)})
     assert between.status_code == 200
@@ -251,8 +251,8 @@ def test_a_weak_failsafe_password_is_refused_with_the_reason(api):
 
 
 @pytest.mark.django_db
-def test_audit_trail_filters(api, cli_actor, armed):
-    services.create_backup(actor=cli_actor)
+def test_audit_trail_filters(api, actor, armed):
+    services.create_backup(actor=actor)
     api.post(reverse("api:trigger"), {"passkey": "wrong"}, format="json")
 
     def events(**query):

@@ -20,8 +20,8 @@ from failsafe.compare import compare as compare_snapshots
 from failsafe.exceptions import ArchiveCorrupt
 from failsafe.models import Backup
 from licensing.models import License
+from tests.factories import FAILSAFE_PASSWORD
 
-from .conftest import FAILSAFE_PASSWORD
 from .test_archive import (
     COUNTER_SPEC,
     GROUP_SPEC,

@@ -14,8 +14,7 @@ from django.db import connection
 
 from failsafe.models import AuditEvent, Backup
 from licensing import services as licensing
-
-from .conftest import FAILSAFE_PASSWORD
+from tests.factories import FAILSAFE_PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,7 @@ from failsafe.models import AuditEvent, Backup
 from failsafe.terminal import run_command
 from licensing.exceptions import FailsafePasswordNotSet, InvalidFailsafePassword, InvalidPasskey
 from licensing.models import License
-from tests.factories import DEFAULT_PASSWORD, LicenseFactory, UserFactory
-
-from .conftest import FAILSAFE_PASSWORD
+from tests.factories import DEFAULT_PASSWORD, FAILSAFE_PASSWORD, LicenseFactory, UserFactory
 
 User = get_user_model()
 

@@ -7,8 +7,7 @@ from django.urls import reverse
 from failsafe import services
 from failsafe.models import AuditEvent, Backup
 from licensing.models import License
-
-from .conftest import FAILSAFE_PASSWORD
+from tests.factories import FAILSAFE_PASSWORD
 
 pytestmark = pytest.mark.django_db
 

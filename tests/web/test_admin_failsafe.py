@@ -7,9 +7,7 @@ from django.urls import reverse
 
 from failsafe.models import AuditEvent, Backup
 from licensing import services as licensing
-from tests.factories import SuperAdminFactory
-
-from .conftest import FAILSAFE_PASSWORD
+from tests.factories import FAILSAFE_PASSWORD, SuperAdminFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,7 @@ from failsafe import services, views
 from failsafe.models import AuditEvent, Backup
 from failsafe.views import split_inline_secret
 from licensing import services as licensing
-from tests.factories import AdminFactory
-
-from .conftest import FAILSAFE_PASSWORD
+from tests.factories import FAILSAFE_PASSWORD, AdminFactory
 
 pytestmark = pytest.mark.django_db
 

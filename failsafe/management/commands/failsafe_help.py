@@ -2,6 +2,24 @@ from failsafe.management.base import FailsafeCommand
 from failsafe.terminal import help_payload
 
 
+MANAGE_COMMANDS = [
+    "failsafe_status",
+    "failsafe_setpassword [--password-stdin]",
+    "failsafe_backups [--type T] [--safe]",
+    "failsafe_backup [--type MANUAL|SCHEDULED] [--reason R]",
+    "failsafe_trigger [--passkey-stdin] [--reason R]",
+    "failsafe_marksafe BACKUP_ID",
+    "failsafe_compare [BACKUP_ID|live] [--against BACKUP_ID|live]",
+    "failsafe_restore BACKUP_ID [--dry-run] [--yes] [--password-stdin] [--allow-cascade]",
+    "failsafe_verify [BACKUP_ID|--all]",
+    "failsafe_delete BACKUP_ID [--yes] [--force]",
+    "failsafe_gc [--dry-run]",
+    "failsafe_audit [--verify] [--limit N]",
+    "failsafe_unlock [--account USERNAME]",
+    "failsafe_terminal [-c COMMAND]",
+]
+
+
 class Command(FailsafeCommand):
     help = "The failsafe commands, as the seed's help_failsafe shows them."
 
@@ -11,12 +29,6 @@ class Command(FailsafeCommand):
         lines = [payload["Message"]] + [
             f"  {c['Command']:<{width}}  {c['Description']}" for c in payload["Commands"]
         ]
-        lines.append(
-            "manage.py equivalents: failsafe_status, failsafe_setpassword, failsafe_backups, "
-        )
-        lines.append("  failsafe_backup, failsafe_trigger, failsafe_marksafe, failsafe_compare,")
-        lines.append(
-            "  failsafe_restore, failsafe_verify, failsafe_audit, failsafe_unlock,"
-            " failsafe_terminal"
-        )
+        lines.append("manage.py equivalents:")
+        lines += [f"  {name}" for name in MANAGE_COMMANDS]
         self.emit(payload, "\n".join(lines))
