@@ -134,6 +134,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "failsafe.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_RATES": {"login": env.str("API_LOGIN_RATE", default="10/minute")},
 }
 REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=env.int("API_TOKEN_TTL_HOURS", default=10)),

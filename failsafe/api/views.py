@@ -15,6 +15,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.middleware import PASSWORD_CHANGE_REQUIRED
@@ -77,12 +78,16 @@ class TokenLoginView(knox_views.LoginView):
     authentication_classes = ()
     permission_classes = (AllowAny,)
     parser_classes = (JSONParser,)
+    # Password guessing: a few tries a minute per client address (API_LOGIN_RATE).
+    throttle_classes = (ScopedRateThrottle,)
+    throttle_scope = "login"
 
     @extend_schema(
         tags=["auth"],
         request=api.TokenRequestSerializer,
         responses={
             200: api.TokenSerializer,
+            429: _detail("Too many login attempts from this address; wait and retry."),
             400: _detail("Wrong username or password, or a malformed body."),
             403: _detail("The user must change the password first, by logging in to the site."),
         },

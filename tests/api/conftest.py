@@ -1,4 +1,5 @@
 import pytest
+from django.core.cache import cache
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
@@ -11,6 +12,12 @@ CLIENT_IP = "203.0.113.7"
 @pytest.fixture(autouse=True)
 def _keyset(keyset):
     """Every test here may take backups."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """The login throttle counts in the cache, which outlives a test."""
+    cache.clear()
 
 
 def token_client(user=None) -> APIClient:

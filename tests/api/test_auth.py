@@ -197,3 +197,14 @@ def test_login_does_not_take_a_token_or_session_in_place_of_the_password(superad
     response = client.post(reverse("api:token"), {}, content_type="application/json")
     assert response.status_code == 400
     assert not AuthToken.objects.exists()
+
+
+@pytest.mark.django_db
+def test_token_logins_are_throttled_per_address(superadmin):
+    client = token_client()
+    body = {"username": "root", "password": "wrong password"}
+    answers = [client.post("/api/auth/token/", body, format="json").status_code for _ in range(11)]
+    assert answers[:10] == [400] * 10
+    assert answers[10] == 429
+    right = {"username": "root", "password": DEFAULT_PASSWORD}
+    assert client.post("/api/auth/token/", right, format="json").status_code == 429
