@@ -66,6 +66,11 @@ def fraction_of(rows: int, fraction: float) -> int:
     return max(1, round(rows * fraction))
 
 
+# Every user's own hash, as Django makes them (a random salt each time), or one hash for all:
+# not something a real server has, but it shows how much of the archive the hashes are.
+HASHES = ("unique", "shared")
+
+
 def _argon2_lookalike(rng: random.Random) -> str:
     # The shape of Django's Argon2PasswordHasher output: a 22-character salt and a 32-byte
     # hash. Hashing for real would take 100k x 50 ms for no difference in the archive.
@@ -79,14 +84,14 @@ def _license_key(rng: random.Random) -> str:
     return "LIC-" + "-".join(groups)
 
 
-def _new_user(User, *, pk: int, index: int, rng: random.Random):
+def _new_user(User, *, pk: int, index: int, rng: random.Random, shared_hash: str | None):
     username = f"user{index:07d}"
     role = Role.ADMIN if index % 100 == 0 else Role.USER
     joined = EPOCH + datetime.timedelta(minutes=7 * index)
     return User(
         pk=pk,
         username=username,
-        password=_argon2_lookalike(rng),
+        password=shared_hash or _argon2_lookalike(rng),
         first_name=rng.choice(FIRST_NAMES),
         last_name=rng.choice(LAST_NAMES),
         email=f"{username}@{rng.choice(EMAIL_DOMAINS)}",
@@ -121,7 +126,15 @@ def _direct_permissions(User, *, user_pk: int, index: int, permission_pks: list[
     return [Grant(user_id=user_pk, permission_id=permission_pks[index % len(permission_pks)])]
 
 
-def _insert_users(*, first_pk: int, first_index: int, count: int, rng: random.Random) -> None:
+def _shared_hash(hashes: str, seed: int) -> str | None:
+    if hashes not in HASHES:
+        raise ValueError(f"hashes must be one of {HASHES}, not {hashes!r}")
+    return _argon2_lookalike(random.Random(seed)) if hashes == "shared" else None
+
+
+def _insert_users(
+    *, first_pk: int, first_index: int, count: int, rng: random.Random, shared_hash: str | None
+) -> None:
     """Users with consecutive pks and usernames, their groups and direct permissions."""
     User = get_user_model()
     group_pks = list(Group.objects.order_by("pk").values_list("pk", flat=True))
@@ -130,7 +143,7 @@ def _insert_users(*, first_pk: int, first_index: int, count: int, rng: random.Ra
         users, links, grants = [], [], []
         for offset in range(start, min(start + BUILD_BATCH, count)):
             pk, index = first_pk + offset, first_index + offset
-            users.append(_new_user(User, pk=pk, index=index, rng=rng))
+            users.append(_new_user(User, pk=pk, index=index, rng=rng, shared_hash=shared_hash))
             links += _memberships(User, user_pk=pk, index=index, group_pks=group_pks)
             grants += _direct_permissions(
                 User, user_pk=pk, index=index, permission_pks=permission_pks
@@ -178,9 +191,10 @@ def analyze() -> None:
         cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
 
 
-def build(*, rows: int, seed: int, superadmin: str) -> dict:
+def build(*, rows: int, seed: int, superadmin: str, hashes: str = "unique") -> dict:
     """`rows` users (the SuperAdmin among them), rows/3 licenses, GROUP_COUNT groups."""
     rng = random.Random(seed)
+    shared_hash = _shared_hash(hashes, seed)
     User = get_user_model()
     with transaction.atomic():
         admin = User.objects.create_user(username=superadmin, role=Role.SUPERADMIN)
@@ -195,7 +209,9 @@ def build(*, rows: int, seed: int, superadmin: str) -> dict:
             for p in range(PERMISSIONS_PER_GROUP)
         )
         first_pk = admin.pk + 1
-        _insert_users(first_pk=first_pk, first_index=1, count=rows - 1, rng=rng)
+        _insert_users(
+            first_pk=first_pk, first_index=1, count=rows - 1, rng=rng, shared_hash=shared_hash
+        )
         user_pks = range(first_pk, first_pk + rows - 1)
         licenses = _licenses(count=rows // 3, user_pks=user_pks, rng=rng)
         while batch := [license for _, license in zip(range(BUILD_BATCH), licenses, strict=False)]:
@@ -231,7 +247,7 @@ def captured_tables() -> list[str]:
     return [model._meta.db_table for model in models]
 
 
-def clustered_change(*, rows: int, seed: int, first_user_pk: int) -> dict:
+def clustered_change(*, rows: int, seed: int, first_user_pk: int, hashes: str = "unique") -> dict:
     """A bulk mistake or an attack: one contiguous run of users rewritten, the next run
     deleted, and new users appended at the end of the table."""
     User = get_user_model()
@@ -249,7 +265,11 @@ def clustered_change(*, rows: int, seed: int, first_user_pk: int) -> dict:
         User.objects.filter(pk__gte=delete_from, pk__lt=delete_to).delete()
         append_from = (User.objects.order_by("-pk").values_list("pk", flat=True).first()) + 1
         _insert_users(
-            first_pk=append_from, first_index=rows, count=appended, rng=random.Random(seed + 1)
+            first_pk=append_from,
+            first_index=rows,
+            count=appended,
+            rng=random.Random(seed + 1),
+            shared_hash=_shared_hash(hashes, seed),
         )
         _reset_sequences()
     return {

@@ -357,7 +357,14 @@ def machine_lines(doc: dict) -> list[str]:
         else machine["cpu"],
         f"python {machine['python']}, django {database.get('django')}, "
         f"database {database['vendor']} {database.get('version')}",
+        *_code_line(doc.get("code")),
     ]
+
+
+def _code_line(code: dict | None) -> list[str]:
+    if not code:
+        return []
+    return [f"code: commit {code['commit']} with {code['modified_files']} modified files"]
 
 
 def render(doc: dict, *, markdown: bool = False) -> str:
@@ -365,7 +372,8 @@ def render(doc: dict, *, markdown: bool = False) -> str:
     parts = [
         *machine_lines(doc),
         f"rows: {dataset['users']:,} users, {dataset['licenses']:,} licenses, "
-        f"{dataset['groups']} groups, {dataset['user_groups']:,} user-group links "
+        f"{dataset['groups']} groups, {dataset['user_groups']:,} user-group links, "
+        f"{dataset.get('password_hashes', 'unique')} password hashes "
         f"(built in {seconds_text(dataset['build_seconds'])})",
         "",
         "The 1% change:",

@@ -57,6 +57,7 @@ PLAN: list[tuple[str, str]] = [
 # What --skip dumpdata leaves out: the slow baselines and the emptying only they need.
 SKIPPABLE = {
     "dumpdata": {"dumpdata", "empty_for_loaddata", "loaddata"},
+    "loaddata": {"empty_for_loaddata", "loaddata"},
     "pg_dump": {"pg_dump"},
 }
 
@@ -205,6 +206,7 @@ def _vm_hwm(status_path: Path) -> int:
 class Run:
     rows: int
     seed: int
+    hashes: str
     database_url: str | None
     skip: set[str]
     keep: bool
@@ -336,6 +338,11 @@ class Run:
         return [(name, step) for name, step in PLAN if name not in left_out]
 
     def execute(self) -> dict:
+        plan = self._plan()
+        python_steps = {name for name, step in plan if step != "pg_dump"}
+        unknown = self.profile - python_steps
+        if unknown:
+            raise BenchError(f"--profile: no Python step named {', '.join(sorted(unknown))}")
         for sub in ("results", "logs", "backups"):
             (self.workdir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
@@ -343,20 +350,17 @@ class Run:
             {
                 "rows": self.rows,
                 "seed": self.seed,
+                "hashes": self.hashes,
                 "superadmin": "bench-root",
                 # A throwaway secret for a throwaway database; never printed.
                 "failsafe_password": secrets.token_urlsafe(24),
             }
         )
         env = self.child_env()
-        plan = self._plan()
         if self.profile:
-            unknown = self.profile - {name for name, _step in plan} - {"pg_dump"}
-            if unknown:
-                raise BenchError(f"--profile: no step named {', '.join(sorted(unknown))}")
             self.profile_dir.mkdir(parents=True, exist_ok=True)
-        self.database.create()
         try:
+            self.database.create()
             for number, (name, step) in enumerate(plan, start=1):
                 self._say(f"[{number:2d}/{len(plan)}] {name} ...")
                 try:
@@ -396,8 +400,10 @@ class Run:
             "rows": self.rows,
             "seed": self.seed,
             "machine": machine.describe(),
+            "code": code_version(),
             "database": database,
             "dataset": {
+                "password_hashes": self.hashes,
                 **prepared["counts"],
                 "build_seconds": prepared["seconds"],
                 "migrate_seconds": prepared["migrate_seconds"],
@@ -408,6 +414,28 @@ class Run:
             "workdir": str(self.workdir),
             "kept": self.keep,
         }
+
+
+def code_version() -> dict:
+    """The commit measured and how many files differ from it: a result describes a tree."""
+    git = shutil.which("git")
+    if git is None:
+        return {}
+    # --no-optional-locks: reading the status must not rewrite the index of a shared tree.
+    commands = {
+        "commit": [git, "rev-parse", "--short", "HEAD"],
+        "changes": [git, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+    }
+    found = {}
+    for name, argv in commands.items():
+        completed = subprocess.run(argv, cwd=BASE_DIR, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            return {}
+        found[name] = completed.stdout
+    return {
+        "commit": found["commit"].strip(),
+        "modified_files": len(found["changes"].splitlines()),
+    }
 
 
 class _Skip(Exception):

@@ -195,7 +195,10 @@ def prepare(ctx: Context) -> dict:
     ensure_keyset_file()
     with build.running():
         built = dataset.build(
-            rows=ctx.state["rows"], seed=ctx.state["seed"], superadmin=ctx.state["superadmin"]
+            rows=ctx.state["rows"],
+            seed=ctx.state["seed"],
+            superadmin=ctx.state["superadmin"],
+            hashes=ctx.state.get("hashes", "unique"),
         )
         dataset.analyze()
 
@@ -293,6 +296,7 @@ def change_step(kind: str) -> Callable[[Context], dict]:
                     rows=ctx.state["rows"],
                     seed=ctx.state["seed"],
                     first_user_pk=ctx.state["first_user_pk"],
+                    hashes=ctx.state.get("hashes", "unique"),
                 )
             elif kind == "scattered":
                 change = dataset.scattered_change(

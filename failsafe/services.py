@@ -40,6 +40,7 @@ from .exceptions import (
 )
 from .investigate import Investigation, investigate
 from .models import AuditEvent, Backup
+from .progress import Progress, reporting, stage
 
 SOURCES = {choice for choice, _ in AuditEvent.Source.choices}
 ACTION_TRIGGER = "failsafe.trigger"
@@ -240,9 +241,13 @@ def list_backups(*, actor: Actor, backup_type: str | None = None, safe: bool | N
 
 
 def create_backup(
-    *, actor: Actor, backup_type: str = Backup.Type.MANUAL, reason: str = ""
+    *,
+    actor: Actor,
+    backup_type: str = Backup.Type.MANUAL,
+    reason: str = "",
+    progress: Progress | None = None,
 ) -> Backup:
-    with _audited(actor, "failsafe.backup") as details:
+    with _audited(actor, "failsafe.backup") as details, reporting(progress):
         _require_superadmin(actor)
         if backup_type not in (Backup.Type.MANUAL, Backup.Type.SCHEDULED):
             raise FailsafeError(f"Backup type must be MANUAL or SCHEDULED, not {backup_type!r}")
@@ -266,19 +271,21 @@ def _take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
             with capture.consistent_read():
                 state = capture.system_state()
                 head_seq, head_hash = audit.head()
-                info = get_store().write(
-                    backup_id=str(backup.id),
-                    meta={
-                        "backup_id": str(backup.id),
-                        "type": backup.type,
-                        "created_at": _iso(backup.created_at),
-                        "state": state,
-                    },
-                    sections=capture.live_sections(),
-                    # Sizes of the chunks it shares with this backup, without asking the
-                    # storage for each one.
-                    previous=_archive_args(previous) if previous else None,
-                )
+                label = f"{Backup.Type(backup_type).label} backup"
+                with stage(label, _rows_counted(state)):
+                    info = get_store().write(
+                        backup_id=str(backup.id),
+                        meta={
+                            "backup_id": str(backup.id),
+                            "type": backup.type,
+                            "created_at": _iso(backup.created_at),
+                            "state": state,
+                        },
+                        sections=capture.live_sections(),
+                        # Sizes of the chunks it shares with this backup, without asking
+                        # the storage for each one.
+                        previous=_archive_args(previous) if previous else None,
+                    )
         except Exception as exc:
             backup.status = Backup.Status.FAILED
             backup.error = str(exc)[:2000]
@@ -298,6 +305,12 @@ def _take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
         backup.finished_at = timezone.now()
         backup.save()
         return backup
+
+
+def _rows_counted(state: dict) -> int | None:
+    """The captured rows a SystemState counted: what one pass over its backup reads."""
+    counts = (state.get("SystemMetrics") or {}).get("ModelCounts")
+    return sum(counts.values()) if counts else None
 
 
 def _latest_chunked_backup() -> Backup | None:
@@ -336,7 +349,8 @@ def _archive_args(backup: Backup) -> dict:
 
 
 def _verify_archive(backup: Backup, *, checked_chunks: set[bytes] | None = None) -> dict[str, int]:
-    return get_store().verify(**_archive_args(backup), checked_chunks=checked_chunks)
+    with stage(f"Verify backup {str(backup.id)[:8]}", _rows_counted(backup.state)):
+        return get_store().verify(**_archive_args(backup), checked_chunks=checked_chunks)
 
 
 @contextmanager
@@ -389,23 +403,34 @@ def _compare_with_baseline(*, baseline: Backup | None, current: Backup | None) -
     if baseline is None:
         return ComparisonResult.no_safe_backup()
     try:
-        if current is None:
-            with _snapshot_of(baseline) as old, _snapshot_of(None) as new:
+        with stage("Compare", _rows_archived(baseline, current)):
+            if current is None:
+                with _snapshot_of(baseline) as old, _snapshot_of(None) as new:
+                    return compare_snapshots(
+                        baseline=old, current=new, baseline_backup_id=str(baseline.id)
+                    )
+            with _backup_snapshots(baseline, current) as (old, new):
                 return compare_snapshots(
                     baseline=old, current=new, baseline_backup_id=str(baseline.id)
                 )
-        with _backup_snapshots(baseline, current) as (old, new):
-            return compare_snapshots(baseline=old, current=new, baseline_backup_id=str(baseline.id))
     except ArchiveCorrupt as exc:
         if current is not None and str(current.id) in str(exc):
             raise
         return ComparisonResult.unreadable_baseline(str(baseline.id), str(exc))
 
 
-def compare(*, actor: Actor, backup_id=None, against=None) -> ComparisonResult:
+def _rows_archived(*backups: Backup | None) -> int | None:
+    """Rows a compare reads from archives (the live side is not counted): the backups'."""
+    counts = [_rows_counted(backup.state) for backup in backups if backup is not None]
+    return None if None in counts else sum(counts)
+
+
+def compare(
+    *, actor: Actor, backup_id=None, against=None, progress: Progress | None = None
+) -> ComparisonResult:
     """Compare a backup (default: the live database) against another or the last safe one."""
     target = f"{backup_id or 'live'} against {against or 'last safe'}"
-    with _audited(actor, "failsafe.compare", target=target[:255]) as details:
+    with _audited(actor, "failsafe.compare", target=target[:255]) as details, reporting(progress):
         _require_superadmin(actor)
         current = None if backup_id in (None, "", "live") else _usable_backup(backup_id)
         if against in (None, ""):
@@ -417,7 +442,11 @@ def compare(*, actor: Actor, backup_id=None, against=None) -> ComparisonResult:
         else:
             baseline = _usable_backup(against)
         if against == "live":
-            with _snapshot_of(None) as old, _snapshot_of(current) as new:
+            with (
+                stage("Compare", _rows_archived(current)),
+                _snapshot_of(None) as old,
+                _snapshot_of(current) as new,
+            ):
                 result = compare_snapshots(baseline=old, current=new, baseline_backup_id=None)
         else:
             result = _compare_with_baseline(baseline=baseline, current=current)
@@ -448,13 +477,15 @@ class TriggerResult:
         }
 
 
-def trigger(*, actor: Actor, passkey: str, reason: str = "") -> TriggerResult:
+def trigger(
+    *, actor: Actor, passkey: str, reason: str = "", progress: Progress | None = None
+) -> TriggerResult:
     """Take an emergency backup and investigate it against the last safe backup.
 
     It runs exactly when things are broken, so a missing or unreadable baseline becomes an
     issue in the report instead of a failure.
     """
-    with _audited(actor, ACTION_TRIGGER) as details:
+    with _audited(actor, ACTION_TRIGGER) as details, reporting(progress):
         _require_superadmin(actor)
         licensing.require_failsafe_password_set()
         with _secret_attempt(actor, ACTION_TRIGGER):
@@ -519,8 +550,12 @@ def restore(
     password: str | None = None,
     dry_run: bool = False,
     allow_cascade: bool = False,
+    progress: Progress | None = None,
 ) -> RestoreResult:
-    with _audited(actor, ACTION_RESTORE, target=str(backup_id)[:64]) as details:
+    with (
+        _audited(actor, ACTION_RESTORE, target=str(backup_id)[:64]) as details,
+        reporting(progress),
+    ):
         details.update(dry_run=dry_run, allow_cascade=allow_cascade)
         _require_superadmin(actor)
         backup = _usable_backup(backup_id)
@@ -539,7 +574,7 @@ def restore(
             return _archive_sections(backup)
 
         if dry_run:
-            with sections() as stream:
+            with stage("Plan restore", _rows_counted(backup.state)), sections() as stream:
                 plan = restore_engine.plan_restore(sections=stream)
             details.update(changes=_plan_counts(plan))
             return RestoreResult(backup=backup, plan=plan, dry_run=True)
@@ -554,7 +589,9 @@ def restore(
             # Writes, verification against the archive and the session flush happen in one
             # transaction inside the engine: any failure rolls all of it back.
             plan = restore_engine.apply_restore(
-                sections_factory=sections, allow_cascade=allow_cascade
+                sections_factory=sections,
+                allow_cascade=allow_cascade,
+                total_rows=_rows_counted(backup.state),
             )
         details.update(changes=_plan_counts(plan), sessions_flushed=plan.sessions_flushed)
         return RestoreResult(
@@ -598,9 +635,15 @@ class VerifyResult:
         }
 
 
-def verify(*, actor: Actor, backup_id=None, all_backups: bool = False) -> list[VerifyResult]:
+def verify(
+    *,
+    actor: Actor,
+    backup_id=None,
+    all_backups: bool = False,
+    progress: Progress | None = None,
+) -> list[VerifyResult]:
     target = "all" if all_backups else str(backup_id or "latest")[:64]
-    with _audited(actor, "failsafe.verify", target=target) as details:
+    with _audited(actor, "failsafe.verify", target=target) as details, reporting(progress):
         _require_superadmin(actor)
         if all_backups:
             backups = list(Backup.objects.filter(status=Backup.Status.COMPLETE))

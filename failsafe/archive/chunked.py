@@ -36,7 +36,7 @@ import msgpack
 import tink
 import zstandard
 
-from .. import keys
+from .. import keys, progress
 from ..capture import ModelSpec, Section
 from ..exceptions import ArchiveCorrupt
 from . import codec
@@ -223,6 +223,7 @@ def write_chunks(
     """
     namer = ChunkNamer.for_key_id(key_id)
     known_sizes = known_sizes or {}
+    report = progress.current()
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     packer = codec.new_packer()
     result = WriteResult(Manifest(meta=meta, key_id=key_id, key_check=namer.check, models=[]))
@@ -249,6 +250,7 @@ def write_chunks(
                 result.bytes_written += size
             entry.chunks.append(ChunkRef(chunk_id, row_count, size))
             entry.rows += row_count
+            report.advance(row_count, size)
     return result
 
 
@@ -373,11 +375,14 @@ class ChunkedReader:
 
     def _rows(self, entry: ModelEntry, skip: Collection[bytes]) -> Iterator[list]:
         last_pk = _NO_ROW
+        report = progress.current()
         for ref in entry.chunks:
             if ref.id in skip:
                 self.chunks_skipped += 1
+                report.advance(ref.rows)
                 continue
             rows = self.read_chunk(entry.spec, ref)
+            report.advance(ref.rows, ref.size)
             try:
                 in_order = last_pk is _NO_ROW or last_pk < rows[0][0]
             except TypeError:

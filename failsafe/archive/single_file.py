@@ -25,6 +25,7 @@ import msgpack
 import tink
 import zstandard
 
+from .. import progress
 from ..capture import ModelSpec, Section
 from ..exceptions import ArchiveCorrupt
 from . import codec
@@ -38,6 +39,8 @@ ZSTD_LEVEL = 3
 # Packed records are batched before compression; one write per row would cost more in
 # call overhead than the compression itself.
 WRITE_BATCH = 256 * 1024
+# Rows read between two advances of the progress display.
+PROGRESS_ROWS = 1024
 
 _END_OF_STREAM = object()
 
@@ -48,12 +51,14 @@ class _KeepOpen(io.RawIOBase):
     def __init__(self, destination):
         super().__init__()
         self._destination = destination
+        self.size = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
         self._destination.write(data)
+        self.size += len(data)
         return len(data)
 
 
@@ -74,7 +79,17 @@ def write_snapshot(
     packer = codec.new_packer()
     batch = bytearray()
     counts: dict[str, int] = {}
-    encrypted = aead.new_encrypting_stream(_KeepOpen(destination), associated_data)
+    sink = _KeepOpen(destination)
+    report = progress.current()
+    reported = {"rows": 0, "bytes": 0}
+    row_count = 0  # of the section being written
+
+    def report_progress() -> None:
+        rows = sum(counts.values()) + row_count
+        report.advance(rows - reported["rows"], sink.size - reported["bytes"])
+        reported.update(rows=rows, bytes=sink.size)
+
+    encrypted = aead.new_encrypting_stream(sink, associated_data)
     with encrypted:
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         with compressor.stream_writer(encrypted, closefd=False) as compressed:
@@ -84,6 +99,7 @@ def write_snapshot(
                 if len(batch) >= WRITE_BATCH:
                     compressed.write(batch)
                     batch.clear()
+                    report_progress()
 
             emit({"format": FORMAT_NAME, "version": FORMAT_VERSION, "meta": meta})
             for section in sections:
@@ -102,8 +118,10 @@ def write_snapshot(
                     row_count += 1
                 emit({"end": spec.label, "rows": row_count})
                 counts[spec.label] = row_count
+                row_count = 0
             emit({"trailer": {"counts": counts}})
             compressed.write(batch)
+    report_progress()
     return counts
 
 
@@ -223,6 +241,7 @@ class SingleFileReader:
     def _rows(self, spec: ModelSpec) -> Iterator[list]:
         width = len(spec.columns)
         row_count = 0
+        report = progress.current()
         while True:
             record = self._next_record()
             if isinstance(record, list):
@@ -231,6 +250,8 @@ class SingleFileReader:
                         f"has a {spec.label} row of {len(record)} values for {width} columns"
                     )
                 row_count += 1
+                if not row_count % PROGRESS_ROWS:
+                    report.advance(PROGRESS_ROWS)
                 yield record
             elif record is _END_OF_STREAM:
                 raise self._corrupt(f"ends inside section {spec.label}: it is truncated")
@@ -241,6 +262,7 @@ class SingleFileReader:
                         f"says {record.get('rows')!r}"
                     )
                 self._section_counts[spec.label] = row_count
+                report.advance(row_count % PROGRESS_ROWS)
                 return
             else:
                 raise self._corrupt(f"has no end marker for section {spec.label}")

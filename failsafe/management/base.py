@@ -7,6 +7,7 @@ a one-line CommandError (non-zero exit).
 import getpass
 import json
 import sys
+from contextlib import AbstractContextManager, nullcontext
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -15,6 +16,7 @@ from licensing.exceptions import LicensingError
 from .. import services
 from ..exceptions import FailsafeError
 from ..models import AuditEvent
+from ..progress import Progress, TerminalProgress
 
 
 class FailsafeCommand(BaseCommand):
@@ -42,6 +44,20 @@ class FailsafeCommand(BaseCommand):
             self.stdout.write(json.dumps(payload, indent=2, default=str))
         else:
             self.stdout.write(human)
+
+    def progress(self) -> AbstractContextManager[Progress | None]:
+        """The progress display to pass to a long service call, opened around it.
+
+        Rows, bytes, rate and time left on stderr, when stdout and stderr are both
+        terminals and --json is off; otherwise None, and nothing extra is printed, so
+        what a script or a pipe reads stays exactly the result.
+        """
+        if self.options.get("json") or not (self.stdout.isatty() and self.stderr.isatty()):
+            return nullcontext(None)
+        from rich.console import Console
+
+        # OutputWrapper ends every write with a newline: rich needs the stream itself.
+        return TerminalProgress(console=Console(file=self.stderr._out))
 
     def read_secret(self, prompt: str, *, from_stdin: bool, confirm: bool = False) -> str:
         """A secret comes from stdin (one line) or a prompt; never from argv."""

@@ -2,6 +2,7 @@
 changed behind its back, and the snapshot brought back, all or nothing."""
 
 import contextlib
+import datetime
 
 import pytest
 from django.contrib.admin.models import ADDITION, LogEntry
@@ -15,6 +16,7 @@ from accounts.models import Role
 from failsafe import capture, restore
 from failsafe.capture import Section
 from failsafe.exceptions import CascadeRefused, RestoreVerificationFailed, SchemaMismatch
+from failsafe.models import Backup
 from licensing.models import License, ServerLicense
 from tests.factories import DEFAULT_PASSWORD, LicenseFactory, SuperAdminFactory, UserFactory
 
@@ -350,6 +352,49 @@ def test_a_cascade_into_the_admin_log_is_refused_with_nothing_changed(world):
     assert LogEntry.objects.count() == 4
 
 
+def test_a_refused_cascade_rolls_back_what_was_restored_before_it(world, batching):
+    backup = snapshot()
+    # Groups are restored before users: this rename is put back before the cascade is met.
+    Group.objects.filter(name="editors").update(name="owners")
+    User.objects.filter(username="alice").delete()
+    _log_about(UserFactory(username="mallory"), 2)
+    before = snapshot()
+
+    with pytest.raises(CascadeRefused, match="2 admin log entries"):
+        restore.apply_restore(sections_factory=opener(backup))
+
+    assert snapshot() == before
+    assert Group.objects.filter(name="owners").exists()
+    assert not User.objects.filter(username="alice").exists()
+
+
+def test_a_refusal_names_every_cascade_not_only_the_first_batchs(world, tiny_batches):
+    backup = snapshot()
+    _log_about(UserFactory(username="mallory"), 2)
+    _log_about(UserFactory(username="trudy"), 1)
+
+    with pytest.raises(CascadeRefused) as refused:
+        restore.apply_restore(sections_factory=opener(backup))
+
+    assert "3 admin log entries" in str(refused.value)
+    assert User.objects.filter(username__in=["mallory", "trudy"]).count() == 2
+
+
+def test_a_restore_reads_the_backup_twice_to_write_and_to_verify(world):
+    backup = snapshot()
+    User.objects.filter(username="bob").delete()
+    opened = []
+
+    def counting_opener():
+        opened.append(1)
+        return contextlib.nullcontext(backup)
+
+    restore.apply_restore(sections_factory=counting_opener)
+
+    assert len(opened) == 2
+    assert snapshot() == backup
+
+
 def test_an_accepted_cascade_deletes_what_it_announced(world):
     _log_about(world["root"], 1)
     backup = snapshot()
@@ -500,3 +545,60 @@ def test_a_section_with_other_columns_is_refused_before_anything_changes(world):
         restore.apply_restore(sections_factory=opener(backup), allow_cascade=True)
 
     assert snapshot() == before
+
+
+# --- writing rows with plain SQL -----------------------------------------------------
+
+
+def _rows(model, fields):
+    return [
+        row for block in capture.row_blocks(model.objects.order_by("pk"), fields) for row in block
+    ]
+
+
+def test_rows_written_back_read_exactly_as_they_were_for_every_column_type(db):
+    """UUIDs, JSON, bigints, nulls and datetimes go through the fields' own preparation."""
+    moment = datetime.datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=datetime.UTC)
+    Backup.objects.create(
+        type=Backup.Type.MANUAL,
+        reason="línea\nzwei",
+        created_at=moment,
+        created_by_id=2**40,
+        is_safe=True,
+        state={"TotalUsers": 3, "nested": {"list": [1, 2.5, None, "x"]}},
+        key_id=-(2**31),
+    )
+    Backup.objects.create(type=Backup.Type.PRE_RESTORE, created_at=moment, finished_at=moment)
+    fields = capture.spec_for(Backup).fields
+    before = _rows(Backup, fields)
+    Backup.objects.all().delete()
+
+    restore._Table(Backup, fields).insert(before)
+
+    assert _rows(Backup, fields) == before
+
+
+def test_datetimes_with_another_offset_are_stored_as_the_same_moment(db):
+    user = UserFactory(username="alice")
+    fields = capture.spec_for(User).fields
+    (row,) = _rows(User, fields)
+    User.objects.all().delete()
+    paris = datetime.timezone(datetime.timedelta(hours=2))
+    row[fields.index("date_joined")] = datetime.datetime(2024, 6, 1, 14, 30, tzinfo=paris)
+
+    restore._Table(User, fields).insert([row])
+
+    joined = User.objects.get(pk=user.pk).date_joined
+    assert joined == datetime.datetime(2024, 6, 1, 12, 30, tzinfo=datetime.UTC)
+
+
+def test_an_update_sets_only_the_columns_it_is_given(world):
+    fields = capture.spec_for(User).fields
+    alice = next(row for row in _rows(User, fields) if row[fields.index("username")] == "alice")
+    alice[fields.index("email")] = "alice@new.example"
+    alice[fields.index("first_name")] = "Not written"
+
+    restore._Table(User, fields).update([alice], [fields.index("email")])
+
+    written = User.objects.get(username="alice")
+    assert (written.email, written.first_name) == ("alice@new.example", "")

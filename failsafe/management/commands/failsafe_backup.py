@@ -11,7 +11,10 @@ class Command(FailsafeCommand):
         parser.add_argument("--reason", default="")
 
     def run(self, actor, *, type, reason, **options):
-        backup = services.create_backup(actor=actor, backup_type=type, reason=reason)
+        with self.progress() as progress:
+            backup = services.create_backup(
+                actor=actor, backup_type=type, reason=reason, progress=progress
+            )
         payload = {
             "Success": True,
             "Message": "Backup created",

@@ -14,6 +14,9 @@ class Command(FailsafeCommand):
         parser.add_argument("--against", metavar="BACKUP_ID|live", default=None)
 
     def run(self, actor, *, backup_id, against, **options):
-        result = services.compare(actor=actor, backup_id=backup_id, against=against)
+        with self.progress() as progress:
+            result = services.compare(
+                actor=actor, backup_id=backup_id, against=against, progress=progress
+            )
         payload = result.to_seed_json()
         self.emit(payload, presenters.comparison_text(payload))

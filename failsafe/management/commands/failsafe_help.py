@@ -1,7 +1,6 @@
 from failsafe.management.base import FailsafeCommand
 from failsafe.terminal import help_payload
 
-
 MANAGE_COMMANDS = [
     "failsafe_status",
     "failsafe_setpassword [--password-stdin]",

@@ -25,21 +25,29 @@ class Command(FailsafeCommand):
 
     def run(self, actor, *, backup_id, dry_run, yes, password_stdin, allow_cascade, **options):
         if dry_run:
-            result = services.restore(actor=actor, backup_id=backup_id, dry_run=True)
+            with self.progress() as progress:
+                result = services.restore(
+                    actor=actor, backup_id=backup_id, dry_run=True, progress=progress
+                )
             payload = result.to_seed_json()
             self.emit(payload, presenters.restore_text(payload))
             return
         if not yes:
-            preview = services.restore(actor=actor, backup_id=backup_id, dry_run=True)
+            with self.progress() as progress:
+                preview = services.restore(
+                    actor=actor, backup_id=backup_id, dry_run=True, progress=progress
+                )
             self.stdout.write(presenters.restore_text(preview.to_seed_json()))
             if input("Restore this backup? Type 'yes' to go on: ").strip().lower() != "yes":
                 raise CommandError("Restore cancelled; nothing was changed")
         password = self.read_secret("Failsafe password: ", from_stdin=password_stdin)
-        result = services.restore(
-            actor=actor,
-            backup_id=backup_id,
-            password=password,
-            allow_cascade=allow_cascade,
-        )
+        with self.progress() as progress:
+            result = services.restore(
+                actor=actor,
+                backup_id=backup_id,
+                password=password,
+                allow_cascade=allow_cascade,
+                progress=progress,
+            )
         payload = result.to_seed_json()
         self.emit(payload, presenters.restore_text(payload))

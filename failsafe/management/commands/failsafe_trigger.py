@@ -16,6 +16,9 @@ class Command(FailsafeCommand):
 
     def run(self, actor, *, passkey_stdin, reason, **options):
         passkey = self.read_secret("Server license passkey: ", from_stdin=passkey_stdin)
-        result = services.trigger(actor=actor, passkey=passkey, reason=reason)
+        with self.progress() as progress:
+            result = services.trigger(
+                actor=actor, passkey=passkey, reason=reason, progress=progress
+            )
         payload = result.to_seed_json()
         self.emit(payload, presenters.trigger_text(payload))

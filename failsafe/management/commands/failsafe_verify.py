@@ -13,7 +13,10 @@ class Command(FailsafeCommand):
         parser.add_argument("--all", action="store_true", dest="all_backups")
 
     def run(self, actor, *, backup_id, all_backups, **options):
-        results = services.verify(actor=actor, backup_id=backup_id, all_backups=all_backups)
+        with self.progress() as progress:
+            results = services.verify(
+                actor=actor, backup_id=backup_id, all_backups=all_backups, progress=progress
+            )
         payload = {
             "Valid": all(r.ok for r in results),
             "Checked": len(results),
