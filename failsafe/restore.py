@@ -388,8 +388,8 @@ class _Table:
     """Plain SQL writes to one table, with the values prepared as the ORM would.
 
     The ORM's bulk_create builds a model instance per row and compiles every value through
-    several layers of field methods; for a restore of many rows that was nine tenths of
-    the time. Here a row is a list of column values: inserts go out as one COPY per batch
+    several layers of field methods; for a restore of many rows that was three quarters
+    of the time. Here a row is a list of column values: inserts go out as one COPY per batch
     on PostgreSQL (in the binary format when every column allows it: a third of the
     client's time of the text format) and as one executemany on the others, updates as
     one executemany.

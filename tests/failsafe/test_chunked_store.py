@@ -608,7 +608,9 @@ def test_comparing_two_backups_skips_shared_chunks_and_finds_the_same(
     assert users_detail["Removed"]["Records"] == ["bulk03999"]
     assert any("3 licenses revoked or suspended" in issue for issue in skipping.issues)
     assert reads_all == first_chunks + second_chunks
-    assert reads_skipping <= 10 < reads_all / 2
+    # Which chunks hold the changed rows depends on the random keys; the shared ones are
+    # skipped whatever they are.
+    assert reads_skipping < reads_all / 2
 
 
 @pytest.mark.django_db
