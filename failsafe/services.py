@@ -7,7 +7,6 @@ or failed operation is on record even when its writes roll back.
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -23,7 +22,7 @@ from accounts.permissions import is_superadmin
 from licensing import services as licensing
 from licensing.exceptions import LicensingError
 
-from . import audit, capture, lockout, oplock
+from . import audit, capture, lockout, oplock, presenters
 from . import restore as restore_engine
 from .archive import chunked, get_store, shared_chunks
 from .archive.garbage import GarbageReport
@@ -189,7 +188,7 @@ def status(*, actor: Actor) -> Status:
             total_backups=complete.count(),
             safe_backups=complete.filter(is_safe=True).count(),
             last_safe_backup_id=str(safe.id) if safe else None,
-            last_backup_at=_iso(newest.created_at) if newest else None,
+            last_backup_at=presenters.iso(newest.created_at) if newest else None,
             lockouts=lockout.lockout_status(username=actor.username),
         )
 
@@ -223,7 +222,7 @@ def set_failsafe_password(
             replaced = licensing.set_failsafe_password(
                 password=password, user=actor.user, current_password=current_password
             )
-        return PasswordResult(replaced=replaced, timestamp=_iso(timezone.now()))
+        return PasswordResult(replaced=replaced, timestamp=presenters.iso(timezone.now()))
 
 
 # --- backups -------------------------------------------------------------------------
@@ -278,7 +277,7 @@ def _take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
                         meta={
                             "backup_id": str(backup.id),
                             "type": backup.type,
-                            "created_at": _iso(backup.created_at),
+                            "created_at": presenters.iso(backup.created_at),
                             "state": state,
                         },
                         sections=capture.live_sections(),
@@ -467,7 +466,7 @@ class TriggerResult:
             "Success": True,
             "Message": "Emergency failsafe backup created",
             "BackupId": str(self.backup.id),
-            "Timestamp": _iso(self.backup.created_at),
+            "Timestamp": presenters.iso(self.backup.created_at),
             "Investigation": self.investigation.to_seed_json(),
             "NextSteps": [
                 "Review the comparison results",
@@ -792,7 +791,3 @@ def unlock(*, actor: Actor, account: str | None = None) -> int:
         lifted = lockout.unlock(username=account)
         details["lifted"] = lifted
         return lifted
-
-
-def _iso(moment) -> str:
-    return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
