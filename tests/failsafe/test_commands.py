@@ -1,6 +1,5 @@
 """The manage.py doors: arguments, --json shapes, secrets from stdin, one-line refusals."""
 
-import io
 import json
 import os
 import subprocess
@@ -9,25 +8,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from failsafe.models import AuditEvent, Backup
 from licensing import services as licensing
 from tests.factories import FAILSAFE_PASSWORD
+from tests.helpers import run
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def run(name, *args, stdin=""):
-    out = io.StringIO()
-    old_stdin = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        call_command(name, *args, stdout=out)
-    finally:
-        sys.stdin = old_stdin
-    return out.getvalue()
 
 
 @pytest.mark.django_db

@@ -1,15 +1,13 @@
 """Deleting backups and collecting the chunks no backup uses any more."""
 
-import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from failsafe import oplock, services
 from failsafe.archive import get_store
@@ -22,6 +20,7 @@ from failsafe.exceptions import (
 )
 from failsafe.models import AuditEvent, Backup
 from tests.factories import AdminFactory
+from tests.helpers import run
 
 from .test_chunked_store import bulk_users, take_format1_backup
 
@@ -53,16 +52,6 @@ def age(paths, seconds: int = HOURS_AGO) -> None:
 def last_event() -> AuditEvent:
     return AuditEvent.objects.order_by("-seq").first()
 
-
-def run(name, *args, stdin=""):
-    out = io.StringIO()
-    old_stdin = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        call_command(name, *args, stdout=out)
-    finally:
-        sys.stdin = old_stdin
-    return out.getvalue()
 
 
 @pytest.fixture
