@@ -43,6 +43,7 @@ bench: setup
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -2,7 +2,6 @@
 
 from functools import wraps
 
-from django.contrib.auth.mixins import UserPassesTestMixin
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
@@ -32,22 +31,8 @@ class IsSuperAdmin(BasePermission):
         return is_superadmin(request.user)
 
 
-class SuperAdminRequiredMixin(UserPassesTestMixin):
-    """Class-based views: anonymous users go to the login page, other roles get 403."""
-
-    raise_exception = False
-
-    def test_func(self):
-        return is_superadmin(self.request.user)
-
-    def handle_no_permission(self):
-        if self.request.user.is_authenticated:
-            raise PermissionDenied("SuperAdmin only.")
-        return super().handle_no_permission()
-
-
 def superadmin_required(view_func):
-    """Function views: the same rule as SuperAdminRequiredMixin."""
+    """Function views: anonymous visitors go to the login page, other roles get 403."""
 
     @wraps(view_func)
     def wrapper(request, *args, **kwargs):

@@ -22,7 +22,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat
 
 from accounts.models import Role
-from licensing.models import License
+from licensing.models import KEY_ALPHABET, License
 
 GROUP_COUNT = 20
 PERMISSIONS_PER_GROUP = 5
@@ -57,7 +57,6 @@ LAST_NAMES = (
 # fmt: on
 EMAIL_DOMAINS = ("example.com", "example.org", "mail.example", "corp.example", "uni.example")
 SALT_ALPHABET = string.ascii_letters + string.digits
-LICENSE_KEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 EPOCH = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -80,7 +79,7 @@ def _argon2_lookalike(rng: random.Random) -> str:
 
 
 def _license_key(rng: random.Random) -> str:
-    groups = ("".join(rng.choices(LICENSE_KEY_ALPHABET, k=5)) for _ in range(4))
+    groups = ("".join(rng.choices(KEY_ALPHABET, k=5)) for _ in range(4))
     return "LIC-" + "-".join(groups)
 
 

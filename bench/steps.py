@@ -176,9 +176,9 @@ def _comparison_counts(result) -> dict:
     """Per model, how many records the comparison found added, removed and modified."""
     counts = {
         label: {
-            "added": detail["Added"]["Count"],
-            "removed": detail["Removed"]["Count"],
-            "modified": detail["Modified"]["Count"],
+            "added": detail.added.count,
+            "removed": detail.removed.count,
+            "modified": detail.modified.count,
         }
         for label, detail in result.details.items()
     }
@@ -367,7 +367,7 @@ def restore(ctx: Context) -> dict:
     return {
         "seconds": timer.seconds,
         **peaks,
-        "verified": result.verified,
+        "verified": result.verification.identical,
         "plan": {
             m.label: {"insert": m.insert, "update": m.update, "delete": m.delete}
             for m in result.plan.models

@@ -2,7 +2,9 @@
 
 Everything here is for SuperAdmins only, whatever Django permissions a staff account holds.
 Every operation goes through failsafe.services with an Actor of source "admin"; a refusal
-becomes one admin error message, the service's own words.
+becomes one admin error message, the service's own words. The templates read the result
+objects themselves. Opening a page never runs an operation: comparing and verifying the
+audit chain are buttons.
 
 A restore ends every session, the acting SuperAdmin's included, so its result page is
 rendered at once and the view leaves the (deleted) session alone: writing to it would make
@@ -15,7 +17,7 @@ from functools import wraps
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -26,26 +28,17 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from accounts.admin import SuperAdminReadOnlyAdmin
 from accounts.permissions import is_superadmin
-from licensing import services as licensing
-from licensing.exceptions import LicensingError
 
 from . import services
-from .exceptions import BackupNotFound, FailsafeError, InvalidBackupId
+from .exceptions import REFUSALS, BackupNotFound, InvalidBackupId
 from .forms import CompareForm, FailsafePasswordForm, RestoreForm, TriggerForm
 from .models import AuditEvent, Backup
-
-# What a door catches from the services: their refusals, each with a one-line message.
-REFUSALS = (FailsafeError, LicensingError, PermissionDenied)
+from .render.text import one_line
+from .web import request_actor
 
 
 def admin_actor(request) -> services.Actor:
-    return services.Actor(
-        user=request.user, source=AuditEvent.Source.ADMIN, ip=request.META.get("REMOTE_ADDR")
-    )
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__
+    return request_actor(request, AuditEvent.Source.ADMIN)
 
 
 def superadmin_only(view):
@@ -58,59 +51,6 @@ def superadmin_only(view):
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-# --- rendering helpers -----------------------------------------------------------------
-
-
-def comparison_view_model(comparison) -> dict:
-    """A ComparisonResult as lists the templates can walk (dict keys here are data)."""
-    models = []
-    for label, detail in comparison.details.items():
-        modified = [
-            {
-                "record": record["Record"],
-                "fields": [
-                    (name, None, None)
-                    if isinstance(change, str)
-                    else (name, json.dumps(change["From"]), json.dumps(change["To"]))
-                    for name, change in record["Fields"].items()
-                ],
-            }
-            for record in detail["Modified"]["Records"]
-        ]
-        models.append(
-            {
-                "label": label,
-                "added": detail["Added"],
-                "removed": detail["Removed"],
-                "modified_count": detail["Modified"]["Count"],
-                "modified": modified,
-                "truncated": detail["Truncated"],
-            }
-        )
-    return {
-        "has_safe_backup": comparison.has_safe_backup,
-        "safe_backup_id": comparison.safe_backup_id,
-        "message": comparison.message,
-        "issues": comparison.issues,
-        "changes": comparison.changes,
-        "models": models,
-    }
-
-
-def investigation_view_model(investigation) -> dict:
-    return {
-        "status": investigation.status,
-        "last_safe_backup": investigation.last_safe_backup,
-        "comparison": comparison_view_model(investigation.comparison),
-        "recommendations": investigation.recommendations,
-        "since": investigation.root_cause.since,
-        "hints": [
-            (actor, hints, investigation.root_cause.omitted.get(actor, 0))
-            for actor, hints in investigation.root_cause.by_actor.items()
-        ],
-    }
 
 
 # --- backups -------------------------------------------------------------------------
@@ -232,25 +172,6 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
             json.dumps(state, indent=2, sort_keys=True),
         )
 
-    # The detail page: the captured state and the comparison with the last safe backup.
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = dict(extra_context or {})
-        if is_superadmin(request.user):
-            # Compared before the atomic block of changeform_view: the audit event it writes
-            # belongs outside any transaction.
-            try:
-                comparison = services.compare(
-                    actor=admin_actor(request), backup_id=unquote(object_id)
-                )
-            except (InvalidBackupId, BackupNotFound):
-                pass  # the admin's own "does not exist" handling answers
-            except REFUSALS as exc:
-                extra_context["comparison_error"] = one_line(exc)
-            else:
-                extra_context["comparison"] = comparison_view_model(comparison)
-        return super().change_view(request, object_id, form_url, extra_context)
-
     # Actions.
 
     @admin.action(description="Mark as safe")
@@ -336,7 +257,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
             except REFUSALS as exc:
                 self.message_user(request, one_line(exc), messages.ERROR)
             else:
-                comparison = comparison_view_model(result)
+                comparison = result
         context = self._context(
             request, f"Compare {backup}", backup=backup, form=form, comparison=comparison
         )
@@ -360,13 +281,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                 self.message_user(request, one_line(exc), messages.ERROR)
                 form = RestoreForm()
             else:
-                context = self._context(
-                    request,
-                    "Backup restored",
-                    backup=backup,
-                    result=result,
-                    next_steps=result.to_seed_json()["NextSteps"],
-                )
+                context = self._context(request, "Backup restored", backup=backup, result=result)
                 return TemplateResponse(request, "admin/failsafe/backup/restore_done.html", context)
         try:
             preview = services.restore(actor=actor, backup_id=backup.pk, dry_run=True)
@@ -385,7 +300,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
     def failsafe_view(self, request):
         """Set or change the failsafe password; trigger an emergency backup with the passkey."""
         actor = admin_actor(request)
-        changing = licensing.failsafe_password_is_set()
+        changing = services.failsafe_password_is_set()
         password_form = FailsafePasswordForm(changing=changing)
         trigger_form = TriggerForm()
         investigation = None
@@ -401,8 +316,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                 except REFUSALS as exc:
                     self.message_user(request, one_line(exc), messages.ERROR)
                 else:
-                    message = result.to_seed_json()["Message"]
-                    self.message_user(request, f"{message}.", messages.SUCCESS)
+                    self.message_user(request, f"{result.message}.", messages.SUCCESS)
                     return HttpResponseRedirect(self._url("failsafe"))
             # The bound form keeps its errors; its password inputs render empty regardless.
         elif request.method == "POST" and "trigger" in request.POST:
@@ -417,16 +331,12 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                 except REFUSALS as exc:
                     self.message_user(request, one_line(exc), messages.ERROR)
                 else:
-                    investigation = {
-                        "message": triggered.to_seed_json()["Message"],
-                        "backup": triggered.backup,
-                        **investigation_view_model(triggered.investigation),
-                    }
+                    investigation = triggered
                     trigger_form = TriggerForm()
         context = self._context(
             request,
             "Failsafe",
-            password_set=licensing.failsafe_password_is_set(),
+            password_set=services.failsafe_password_is_set(),
             last_safe_backup=services.last_safe_backup(),
             password_form=password_form,
             trigger_form=trigger_form,
@@ -478,6 +388,26 @@ class AuditEventAdmin(SuperAdminReadOnlyAdmin):
     def changelist_view(self, request, extra_context=None):
         extra_context = dict(extra_context or {})
         if is_superadmin(request.user):
-            # Verifying is itself audited, so the list shows who checked the chain and when.
-            extra_context["chain"] = services.verify_audit_chain(actor=admin_actor(request))
+            # The last check, as the trail itself records it; checking again is a button.
+            extra_context["last_check"] = services.last_audit_verification()
         return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        verify = self.admin_site.admin_view(superadmin_only(self.verify_chain_view))
+        return [
+            path("verify/", verify, name="failsafe_auditevent_verify"),
+        ] + super().get_urls()
+
+    def verify_chain_view(self, request):
+        """Verify the whole chain now (POST), then show the list with the result."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            # The result is the newest verification event, which the list shows.
+            services.verify_audit_chain(actor=admin_actor(request))
+        except REFUSALS as exc:
+            self.message_user(request, one_line(exc), messages.ERROR)
+        changelist = reverse(
+            "admin:failsafe_auditevent_changelist", current_app=self.admin_site.name
+        )
+        return HttpResponseRedirect(changelist)

@@ -9,15 +9,11 @@ also makes a truncated tail detectable.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import decimal
 import hashlib
 import hmac
 import ipaddress
 import json
-import math
-import uuid
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
@@ -25,6 +21,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .models import AuditEvent, Backup
+from .snapshot import json_safe, printable
 
 GENESIS_HASH = "0" * 64
 # Changing the format tag or the field order breaks every existing chain.
@@ -32,8 +29,6 @@ FORMAT_TAG = "raos-failsafe-audit-v1"
 # Any constant works as long as every process uses the same one; this is "RAOSAUDT" in ASCII.
 APPEND_LOCK_ID = 0x52414F5341554454
 APPEND_ATTEMPTS = 5
-REDACTED = "[redacted]"
-SECRET_KEY_WORDS = ("password", "passkey", "secret", "token", "key")
 
 
 @dataclass(frozen=True)
@@ -79,11 +74,11 @@ def record(
         "actor_id": actor.pk if actor is not None else None,
         "actor_username": actor.get_username()[:150] if actor is not None else "",
         "source": source,
-        "action": _text(action)[:64],
+        "action": printable(action)[:64],
         # Targets may echo what a user typed (an invalid backup id); the column holds 255.
-        "target": _text(target or "")[:255],
+        "target": printable(target or "")[:255],
         "outcome": outcome,
-        "details": _json_safe(details or {}),
+        "details": json_safe(details or {}, redact=True),
         "ip_address": _valid_ip(ip),
     }
     attempts_left = APPEND_ATTEMPTS
@@ -253,46 +248,3 @@ def _valid_ip(ip: str | None) -> str | None:
         return str(ipaddress.ip_address(str(ip).strip()))
     except ValueError:
         return None
-
-
-def _looks_secret(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in SECRET_KEY_WORDS)
-
-
-def _text(value) -> str:
-    # PostgreSQL cannot store NUL characters, in text columns or in jsonb; a user can type one.
-    return str(value).replace("\x00", "\ufffd")
-
-
-def _json_safe(value):
-    """`value` as JSON that reads back identically, with anything secret-looking redacted."""
-    if isinstance(value, dict):
-        return {
-            str(key): REDACTED if _looks_secret(str(key)) else _json_safe(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, set | frozenset):
-        return sorted((_json_safe(item) for item in value), key=str)
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, str):
-        return _text(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        # jsonb prints a large whole float (1e+20) as an integer, which would read back
-        # as an int and hash differently.
-        return int(value) if value.is_integer() else value
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        # Raw bytes are likely key material; their size is all an auditor needs.
-        return f"<{len(bytes(value))} bytes>"
-    if isinstance(value, uuid.UUID | decimal.Decimal):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _json_safe(dataclasses.asdict(value))
-    return str(value)

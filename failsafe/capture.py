@@ -1,12 +1,4 @@
-"""The live database as a snapshot stream.
-
-A snapshot, live or archived, is a sequence of sections, one per captured model in
-dependency order. A section has a `ModelSpec` (the model label, its concrete columns with
-the primary key first, and its many-to-many fields) and an iterator of rows in primary-key
-order. A row is a list: the column values, then one sorted list of related primary keys per
-many-to-many field. Every reader (archive, compare, restore) works on this one shape, which
-is what lets compare and restore merge-join two snapshots without holding either in memory.
-"""
+"""The live database as a snapshot stream (see failsafe.snapshot for the shape)."""
 
 from __future__ import annotations
 
@@ -14,7 +6,6 @@ import datetime
 import platform
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import django
 from django.apps import apps
@@ -26,38 +17,11 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from .conf import setting
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    label: str
-    fields: tuple[str, ...]
-    m2m: tuple[str, ...] = ()
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return self.fields + self.m2m
-
-    def to_header(self) -> dict:
-        return {"model": self.label, "fields": list(self.fields), "m2m": list(self.m2m)}
-
-    @classmethod
-    def from_header(cls, header: dict) -> ModelSpec:
-        return cls(header["model"], tuple(header["fields"]), tuple(header.get("m2m", ())))
-
-
-@dataclass
-class Section:
-    spec: ModelSpec
-    rows: Iterator[list]
+from .snapshot import ModelSpec, Section, Snapshot, iso, model_label
 
 
 def captured_models() -> list[type[models.Model]]:
     return [apps.get_model(label) for label in setting("CAPTURE")]
-
-
-def model_label(model: type[models.Model]) -> str:
-    return model._meta.label_lower
 
 
 def spec_for(model: type[models.Model]) -> ModelSpec:
@@ -248,6 +212,13 @@ def live_sections() -> Iterator[Section]:
 
 
 @contextmanager
+def live_snapshot() -> Iterator[Snapshot]:
+    """The live database as one side of a comparison, read in one consistent transaction."""
+    with consistent_read():
+        yield Snapshot("live", system_state(), live_sections())
+
+
+@contextmanager
 def consistent_read():
     """One transaction for the whole capture; repeatable read where the database has it."""
     # Inside an outer transaction (a test, a restore) the snapshot is that transaction's.
@@ -287,7 +258,7 @@ def system_state() -> dict:
     user_label = model_label(get_user_model())
     license_label = model_label(License)
     return {
-        "Timestamp": timezone.now().isoformat().replace("+00:00", "Z"),
+        "Timestamp": iso(timezone.now()),
         "TotalUsers": counts.get(user_label, get_user_model()._default_manager.count()),
         "ActiveSessions": active_sessions(),
         "TotalLicenses": counts.get(license_label, License.objects.count()),

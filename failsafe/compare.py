@@ -7,11 +7,7 @@ big the tables are: we keep counters, and name at most DETAIL_LIMIT records per 
 from __future__ import annotations
 
 import collections
-import datetime
-import decimal
-import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.apps import apps
@@ -20,11 +16,18 @@ from django.contrib.auth import get_user_model
 from accounts.models import Role
 from licensing.models import License
 
-from . import capture
-from .capture import ModelSpec, Section
 from .conf import setting
 from .diff import ADDED, MODIFIED, REMOVED, RowDiff, diff_rows, paired_sections
 from .exceptions import SchemaMismatch
+from .snapshot import (
+    ModelSpec,
+    Section,
+    Snapshot,
+    is_secret_column,
+    json_safe,
+    model_label,
+    record_namer,
+)
 
 # The kinds of alarm an issue raises, so investigate.py recommends without parsing our text.
 USERS_DECREASED = "users_decreased"
@@ -46,19 +49,39 @@ _WITHDRAWN_LICENSE = {License.Status.REVOKED.value, License.Status.SUSPENDED.val
 _SUPERADMIN = Role.SUPERADMIN.value
 
 
+@dataclass(frozen=True)
+class FieldChange:
+    """One column of a modified record; a secret column says only that it changed."""
+
+    name: str
+    old: object = None  # JSON-safe
+    new: object = None
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class ModifiedRecord:
+    record: str  # its natural key
+    fields: list[FieldChange]
+
+
 @dataclass
-class Snapshot:
-    """One side of a comparison; `sections` is consumed once, in lockstep with the other."""
+class RecordList:
+    """A true count, and the records named (DETAIL_LIMIT at most)."""
 
-    name: str  # "live" or a backup id
-    state: dict  # the seed's SystemState
-    sections: Iterable[Section]
+    count: int = 0
+    records: list = field(default_factory=list)  # natural keys, or ModifiedRecords
 
 
-@contextmanager
-def live_snapshot() -> Iterator[Snapshot]:
-    with capture.consistent_read():
-        yield Snapshot("live", capture.system_state(), capture.live_sections())
+@dataclass
+class ModelDifference:
+    """One model's record-level difference between the two snapshots."""
+
+    label: str
+    added: RecordList
+    removed: RecordList
+    modified: RecordList
+    truncated: bool  # some records were counted but not named
 
 
 @dataclass
@@ -68,8 +91,8 @@ class ComparisonResult:
     message: str
     issues: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
-    # Per model label, in the seed's PascalCase: Added / Removed / Modified / Truncated.
-    details: dict = field(default_factory=dict)
+    # Per model label, in capture order.
+    details: dict[str, ModelDifference] = field(default_factory=dict)
     # For investigate.py, never rendered: the kinds of the issues, the SuperAdmins they name,
     # and the primary keys of the records the details name (model label -> pks).
     findings: set[str] = field(default_factory=set)
@@ -89,50 +112,6 @@ class ComparisonResult:
             issues=[f"Last safe backup {backup_id} is unreadable: {reason}"],
             findings={BASELINE_UNREADABLE},
         )
-
-    def to_seed_json(self) -> dict:
-        return {
-            "HasSafeBackup": self.has_safe_backup,
-            "SafeBackupId": self.safe_backup_id,
-            "Message": self.message,
-            "Issues": list(self.issues),
-            "Changes": list(self.changes),
-            "Details": self.details,
-        }
-
-    def to_api_json(self) -> dict:
-        return {
-            "has_safe_backup": self.has_safe_backup,
-            "safe_backup_id": self.safe_backup_id,
-            "message": self.message,
-            "issues": list(self.issues),
-            "changes": list(self.changes),
-            "details": {label: _model_detail_api(d) for label, d in self.details.items()},
-        }
-
-
-def _model_detail_api(detail: dict) -> dict:
-    # Only the structure is renamed; model labels and field names are data and stay as is.
-    def fields_api(fields: dict) -> dict:
-        return {
-            name: change
-            if isinstance(change, str)
-            else {"from": change["From"], "to": change["To"]}
-            for name, change in fields.items()
-        }
-
-    return {
-        "added": {"count": detail["Added"]["Count"], "records": detail["Added"]["Records"]},
-        "removed": {"count": detail["Removed"]["Count"], "records": detail["Removed"]["Records"]},
-        "modified": {
-            "count": detail["Modified"]["Count"],
-            "records": [
-                {"record": r["Record"], "fields": fields_api(r["Fields"])}
-                for r in detail["Modified"]["Records"]
-            ],
-        },
-        "truncated": detail["Truncated"],
-    }
 
 
 # --- small helpers --------------------------------------------------------------------
@@ -185,36 +164,6 @@ def _model_nouns(label: str) -> tuple[str, str]:
     return str(meta.verbose_name), str(meta.verbose_name_plural)
 
 
-def is_secret_column(name: str) -> bool:
-    return name == "password" or name.endswith("_hash")
-
-
-def json_safe(value):
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal | uuid.UUID | datetime.timedelta):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{len(bytes(value))} bytes>"
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    return str(value)
-
-
-def _natural_key_column(label: str) -> str | None:
-    user_model = get_user_model()
-    if label == capture.model_label(user_model):
-        return user_model.USERNAME_FIELD
-    return {
-        capture.model_label(License): "key",
-        "auth.group": "name",
-    }.get(label)
-
-
 def _drain(rows: Iterable) -> None:
     # An archive yields sections from one stream: a skipped section must still be read.
     collections.deque(rows, maxlen=0)
@@ -227,16 +176,10 @@ class _ModelDiff:
     def __init__(self, spec: ModelSpec, limit: int):
         self.spec = spec
         self.index = {name: i for i, name in enumerate(spec.columns)}
-        key_column = _natural_key_column(spec.label)
-        self.key_index = self.index.get(key_column) if key_column else None
+        self.key = record_namer(spec)
         self.added = _Tally(limit)  # of (pk, key)
         self.removed = _Tally(limit)  # of (pk, key)
-        self.modified = _Tally(limit)  # of (pk, {"Record": key, "Fields": {...}})
-
-    def key(self, row: list) -> str:
-        if self.key_index is None or row[self.key_index] in (None, ""):
-            return str(row[0])
-        return str(row[self.key_index])
+        self.modified = _Tally(limit)  # of (pk, ModifiedRecord)
 
     def add(self, row_diff: RowDiff) -> None:
         if row_diff.kind == ADDED:
@@ -248,32 +191,34 @@ class _ModelDiff:
             record = self._modified_record(row_diff) if self.modified.has_room else None
             self.modified.add((row_diff.pk, record))
 
-    def _modified_record(self, row_diff: RowDiff) -> dict:
-        fields = {}
+    def _modified_record(self, row_diff: RowDiff) -> ModifiedRecord:
+        fields = []
         for name in row_diff.changed_columns(self.spec):
             if is_secret_column(name):
-                fields[name] = "changed"
+                fields.append(FieldChange(name, secret=True))
             else:
                 i = self.index[name]
-                fields[name] = {
-                    "From": json_safe(row_diff.baseline[i]),
-                    "To": json_safe(row_diff.current[i]),
-                }
-        return {"Record": self.key(row_diff.current), "Fields": fields}
+                fields.append(
+                    FieldChange(
+                        name, json_safe(row_diff.baseline[i]), json_safe(row_diff.current[i])
+                    )
+                )
+        return ModifiedRecord(self.key(row_diff.current), fields)
 
     def pks(self) -> list:
         return [pk for tally in (self.added, self.removed, self.modified) for pk, _ in tally.items]
 
-    def to_seed_json(self) -> dict:
-        return {
-            "Added": {"Count": self.added.count, "Records": [k for _, k in self.added.items]},
-            "Removed": {"Count": self.removed.count, "Records": [k for _, k in self.removed.items]},
-            "Modified": {
-                "Count": self.modified.count,
-                "Records": [record for _, record in self.modified.items],
-            },
-            "Truncated": self.added.truncated or self.removed.truncated or self.modified.truncated,
-        }
+    def difference(self) -> ModelDifference:
+        def listed(tally: _Tally) -> RecordList:
+            return RecordList(tally.count, [named for _, named in tally.items])
+
+        return ModelDifference(
+            label=self.spec.label,
+            added=listed(self.added),
+            removed=listed(self.removed),
+            modified=listed(self.modified),
+            truncated=self.added.truncated or self.removed.truncated or self.modified.truncated,
+        )
 
     def change_lines(self) -> list[str]:
         singular, plural = _model_nouns(self.spec.label)
@@ -298,7 +243,7 @@ class _UserWatch:
         index = {name: i for i, name in enumerate(spec.columns)}
         self.role = index.get("role")
         self.active = index.get("is_active")
-        self.name = index.get(get_user_model().USERNAME_FIELD)
+        self._name = record_namer(spec)
         self.password = index.get("password")
         self.removed = _Tally(limit)
         self.added = _Tally(limit)
@@ -311,9 +256,6 @@ class _UserWatch:
 
     def _value(self, row: list, index: int | None):
         return None if index is None else row[index]
-
-    def _name(self, row: list) -> str:
-        return str(row[0] if self.name is None else row[self.name])
 
     def observe(self, row_diff: RowDiff) -> None:
         old, new = row_diff.baseline, row_diff.current
@@ -407,9 +349,9 @@ class _LicenseWatch:
 
 
 def _watch_for(spec: ModelSpec, limit: int):
-    if spec.label == capture.model_label(get_user_model()):
+    if spec.label == model_label(get_user_model()):
         return _UserWatch(spec, limit)
-    if spec.label == capture.model_label(License):
+    if spec.label == model_label(License):
         return _LicenseWatch(spec, limit)
     return None
 
@@ -423,7 +365,7 @@ class _Builder:
         self.changes: list[str] = []
         self.findings: set[str] = set()
         self.superadmins: list[str] = []
-        self.details: dict = {}
+        self.details: dict[str, ModelDifference] = {}
         self.affected_pks: dict[str, list] = {}
 
     def issue(self, finding: str, text: str) -> None:
@@ -490,7 +432,7 @@ def _compare_section(old: Section, new: Section, result: _Builder, limit: int) -
         model_diff.add(row_diff)
         if watch is not None:
             watch.observe(row_diff)
-    result.details[old.spec.label] = model_diff.to_seed_json()
+    result.details[old.spec.label] = model_diff.difference()
     result.affected_pks[old.spec.label] = model_diff.pks()
     result.changes += model_diff.change_lines()
     if watch is not None:

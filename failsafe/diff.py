@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .capture import ModelSpec, Section
 from .exceptions import SchemaMismatch
+from .snapshot import ModelSpec, Section
 
 ADDED = "added"  # in `current` only
 REMOVED = "removed"  # in `baseline` only

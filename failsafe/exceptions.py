@@ -2,6 +2,8 @@
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 
+from licensing.exceptions import LicensingError
+
 
 class FailsafeError(Exception):
     """Base of every failsafe refusal."""
@@ -47,5 +49,7 @@ class RestoreVerificationFailed(FailsafeError):
     """After restoring, the database did not match the backup; everything was rolled back."""
 
 
-class UnknownCommand(FailsafeError):
-    """The terminal does not know the command typed."""
+
+# What every door catches from the services: their refusals, each with a one-line message
+# for the user. Anything else is a failure of the failsafe itself.
+REFUSALS = (FailsafeError, LicensingError, PermissionDenied)

@@ -17,11 +17,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import compare as findings
-from .capture import captured_models, model_label
+from .capture import captured_models
 from .compare import ComparisonResult
 from .conf import setting
 from .models import AuditEvent, Backup
-from .presenters import iso
+from .snapshot import model_label
 
 STATUS = "Investigating"
 # Without a safe backup there is no "since": look at the last day.
@@ -55,17 +55,6 @@ class Hint:
     action: str
     target: str
 
-    def to_seed_json(self) -> dict:
-        return {
-            "When": iso(self.when),
-            "Source": self.source,
-            "Action": self.action,
-            "Target": self.target,
-        }
-
-    def to_api_json(self) -> dict:
-        return {k.lower(): v for k, v in self.to_seed_json().items()}
-
 
 @dataclass
 class RootCause:
@@ -73,26 +62,6 @@ class RootCause:
     by_actor: dict[str, list[Hint]] = field(default_factory=dict)
     # Hints left out per actor beyond HINTS_PER_ACTOR.
     omitted: dict[str, int] = field(default_factory=dict)
-
-    def to_seed_json(self) -> dict:
-        return {
-            "Since": iso(self.since),
-            "ByActor": {
-                actor: [hint.to_seed_json() for hint in hints]
-                for actor, hints in self.by_actor.items()
-            },
-            "Omitted": dict(self.omitted),
-        }
-
-    def to_api_json(self) -> dict:
-        return {
-            "since": iso(self.since),
-            "by_actor": {
-                actor: [hint.to_api_json() for hint in hints]
-                for actor, hints in self.by_actor.items()
-            },
-            "omitted": dict(self.omitted),
-        }
 
 
 @dataclass
@@ -102,24 +71,6 @@ class Investigation:
     recommendations: list[str]
     root_cause: RootCause
     status: str = STATUS
-
-    def to_seed_json(self) -> dict:
-        return {
-            "Status": self.status,
-            "LastSafeBackup": self.last_safe_backup,
-            "Comparison": self.comparison.to_seed_json(),
-            "Recommendations": list(self.recommendations),
-            "RootCause": self.root_cause.to_seed_json(),
-        }
-
-    def to_api_json(self) -> dict:
-        return {
-            "status": self.status,
-            "last_safe_backup": self.last_safe_backup,
-            "comparison": self.comparison.to_api_json(),
-            "recommendations": list(self.recommendations),
-            "root_cause": self.root_cause.to_api_json(),
-        }
 
 
 def investigate(*, comparison: ComparisonResult, safe_backup: Backup | None) -> Investigation:

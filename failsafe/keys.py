@@ -25,6 +25,7 @@ from tink import secret_key_access
 from tink import streaming_aead as tink_streaming_aead
 from tink.proto import tink_pb2
 
+from .durable import fsync_directory, fsync_path
 from .exceptions import FailsafeError
 
 NO_KEYSET = "No failsafe keyset: run manage.py raos_bootstrap or set FAILSAFE_KEYSET"
@@ -118,14 +119,6 @@ def primary_key_id() -> int:
     return active_keyset().primary_key_id
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_private_temp(directory: Path, text: str) -> str:
     """Writes `text` to a new file in `directory`, mode 0600 from creation, and syncs it."""
     # mkstemp creates the file 0600 whatever the umask: the key never sits in a readable file.
@@ -133,8 +126,7 @@ def _write_private_temp(directory: Path, text: str) -> str:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as temp_file:
             temp_file.write(text)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
+        fsync_path(temp_path)
     except BaseException:
         os.unlink(temp_path)
         raise
@@ -162,7 +154,7 @@ def ensure_keyset_file() -> str | None:
         return None
     finally:
         os.unlink(temp_path)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return str(path)
 
 
@@ -213,7 +205,7 @@ def rotate_keyset() -> int:
         except BaseException:
             os.unlink(temp_path)
             raise
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     return new_key.key_id
 
 

@@ -12,6 +12,7 @@ import datetime
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
@@ -47,17 +48,6 @@ def _refusal(counter: SecretAttemptCounter, now: datetime.datetime) -> LockedOut
         f"{until:%H:%M} UTC (about {minutes} minute{'' if minutes == 1 else 's'}). "
         "Run manage.py failsafe_unlock to lift it"
     )
-
-
-def ensure_not_locked(*, username: str, action: str) -> None:
-    """Raise LockedOut while `action` is locked for `username`; check no secret."""
-    username, action = _normalized(username, action)
-    now = timezone.now()
-    counter = SecretAttemptCounter.objects.filter(
-        username=username, action=action, locked_until__gt=now
-    ).first()
-    if counter is not None:
-        raise _refusal(counter, now)
 
 
 def _locked_counter(username: str, action: str) -> SecretAttemptCounter:
@@ -163,21 +153,30 @@ def unlock(*, username: str | None = None) -> int:
     return lifted
 
 
-def lockout_status(*, username: str | None = None) -> list[dict]:
-    """The lockouts in force, for one account or all, in the seed's shape, soonest end first."""
+@dataclass(frozen=True)
+class Lockout:
+    """A lockout in force."""
+
+    username: str
+    action: str
+    failures: int
+    locked_until: datetime.datetime
+    minutes_left: int
+
+
+def lockout_status(*, username: str | None = None) -> list[Lockout]:
+    """The lockouts in force, for one account or all, soonest end first."""
     now = timezone.now()
     counters = SecretAttemptCounter.objects.filter(locked_until__gt=now)
     if username is not None:
         counters = counters.filter(username=_normalized(username, "")[0])
     return [
-        {
-            "Username": counter.username,
-            "Action": counter.action,
-            "Failures": counter.failures,
-            "LockedUntil": counter.locked_until.astimezone(datetime.UTC)
-            .isoformat(timespec="seconds")
-            .replace("+00:00", "Z"),
-            "MinutesLeft": _minutes_left(counter.locked_until, now),
-        }
+        Lockout(
+            username=counter.username,
+            action=counter.action,
+            failures=counter.failures,
+            locked_until=counter.locked_until,
+            minutes_left=_minutes_left(counter.locked_until, now),
+        )
         for counter in counters.order_by("locked_until", "username", "action")
     ]

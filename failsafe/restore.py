@@ -16,23 +16,21 @@ after the last key read, cannot see our own writes.
 from __future__ import annotations
 
 import contextlib
-import datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.apps import apps
-from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.core.management.color import no_style
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models.deletion import Collector
 
 from . import capture, progress
-from .capture import ModelSpec, Section
 from .conf import setting
 from .diff import ADDED, MODIFIED, REMOVED, RowDiff, diff_rows, paired_sections
 from .exceptions import CascadeRefused, RestoreVerificationFailed, SchemaMismatch
+from .restore_sql import SqlTable
+from .snapshot import ModelSpec, Section, model_label, record_namer
 
 # Inserts, updates and deletes buffered per model before they are written.
 WRITE_BATCH = 1000
@@ -60,28 +58,6 @@ class ModelPlan:
     def changes(self) -> int:
         return self.insert + self.update + self.delete
 
-    def to_seed_json(self) -> dict:
-        return {
-            "Model": self.label,
-            "Insert": self.insert,
-            "Update": self.update,
-            "Delete": self.delete,
-            "SampleInsert": self.sample_insert,
-            "SampleUpdate": self.sample_update,
-            "SampleDelete": self.sample_delete,
-        }
-
-    def to_api_json(self) -> dict:
-        return {
-            "model": self.label,
-            "insert": self.insert,
-            "update": self.update,
-            "delete": self.delete,
-            "sample_insert": self.sample_insert,
-            "sample_update": self.sample_update,
-            "sample_delete": self.sample_delete,
-        }
-
 
 @dataclass
 class CascadeHit:
@@ -96,12 +72,6 @@ class CascadeHit:
         noun = meta.verbose_name if self.count == 1 else meta.verbose_name_plural
         return f"{self.count} {meta.app_label} {noun} ({self.model})"
 
-    def to_seed_json(self) -> dict:
-        return {"Model": self.model, "Count": self.count, "Examples": self.examples}
-
-    def to_api_json(self) -> dict:
-        return {"model": self.model, "count": self.count, "examples": self.examples}
-
 
 @dataclass
 class RestorePlan:
@@ -113,20 +83,6 @@ class RestorePlan:
     @property
     def is_noop(self) -> bool:
         return not any(plan.changes for plan in self.models) and not self.cascades
-
-    def to_seed_json(self) -> dict:
-        return {
-            "IsNoop": self.is_noop,
-            "Models": [plan.to_seed_json() for plan in self.models],
-            "Cascades": [hit.to_seed_json() for hit in self.cascades],
-        }
-
-    def to_api_json(self) -> dict:
-        return {
-            "is_noop": self.is_noop,
-            "models": [plan.to_api_json() for plan in self.models],
-            "cascades": [hit.to_api_json() for hit in self.cascades],
-        }
 
 
 # --- schema --------------------------------------------------------------------------
@@ -151,7 +107,7 @@ def check_schema(
         )
     if sections_specs is None:
         return
-    captured = [capture.model_label(model) for model in capture.captured_models()]
+    captured = [model_label(model) for model in capture.captured_models()]
     archived_labels = [spec.label for spec in sections_specs]
     if archived_labels != captured:
         problems.append(
@@ -279,16 +235,6 @@ def _live_pages(model: type[models.Model], spec: ModelSpec) -> Iterator[list]:
         after = last
 
 
-def _natural_key_index(model: type[models.Model], spec: ModelSpec) -> int:
-    """Where in a row the name people know a record by sits: username, key, name, else pk."""
-    if model is get_user_model():
-        return spec.fields.index(model._meta.get_field(model.USERNAME_FIELD).attname)
-    for model_field in model._meta.concrete_fields:
-        if model_field.unique and not model_field.primary_key:
-            return spec.fields.index(model_field.attname)
-    return 0
-
-
 def _in_scope() -> set[type[models.Model]]:
     """The captured models and the auto-created tables of their many-to-many fields."""
     scope = set()
@@ -298,167 +244,6 @@ def _in_scope() -> set[type[models.Model]]:
             if m2m_field.remote_field.through._meta.auto_created:
                 scope.add(m2m_field.remote_field.through)
     return scope
-
-
-# --- writing rows --------------------------------------------------------------------
-
-# Fields whose archived value (what the ORM read) is exactly what the ORM would hand the
-# driver when saving it: their get_db_prep_save returns str, int and bool values as they
-# are. Exact classes only: a subclass may prepare its values differently.
-_AS_IS_FIELDS = frozenset(
-    {
-        models.AutoField,
-        models.BigAutoField,
-        models.SmallAutoField,
-        models.IntegerField,
-        models.BigIntegerField,
-        models.SmallIntegerField,
-        models.PositiveIntegerField,
-        models.PositiveBigIntegerField,
-        models.PositiveSmallIntegerField,
-        models.BooleanField,
-        models.CharField,
-        models.TextField,
-        models.EmailField,
-        models.SlugField,
-        models.URLField,
-    }
-)
-
-
-def _preparer(model_field: models.Field) -> Callable | None:
-    """What turns an archived value of `model_field` into the driver's value; None: as is.
-
-    Everything but the plain fields above goes through the field's own get_db_prep_save,
-    as a save() would, except aware datetimes, the other common case, which take a
-    shortcut (_datetime_preparer). A value prepared wrongly cannot go unnoticed: the
-    verification pass compares every restored row with the backup.
-    """
-    if type(model_field) in _AS_IS_FIELDS:
-        return None
-    # A key is prepared as the field it points at: a plain integer key is as is.
-    is_key = type(model_field) in (models.ForeignKey, models.OneToOneField)
-    if is_key and _preparer(model_field.target_field) is None:
-        return None
-    prepare = model_field.get_db_prep_save
-    if type(model_field) is models.DateTimeField:
-        return _datetime_preparer(lambda value: prepare(value, connection))
-    return lambda value: prepare(value, connection)
-
-
-def _datetime_preparer(prepare: Callable) -> Callable:
-    """get_db_prep_save of a DateTimeField, shortened for the aware datetimes the ORM reads.
-
-    For an aware datetime, get_prep_value changes nothing and the backend's
-    adapt_datetimefield_value does the rest: nothing on PostgreSQL (the driver takes it),
-    on SQLite the text of the naive datetime in the connection's time zone. That is all
-    done here directly: through the layers of calls in between, the two datetime columns
-    of users and of licenses were the largest single cost of the writes on SQLite.
-    """
-    if connection.vendor == "postgresql":
-        shortcut = None
-    elif connection.vendor == "sqlite" and settings.USE_TZ:
-        zone = connection.timezone
-
-        def shortcut(value):
-            return str(value.astimezone(zone).replace(tzinfo=None))
-
-    else:
-        return prepare
-
-    def prepare_datetime(value):
-        if value is None:
-            return None
-        if value.__class__ is datetime.datetime and value.tzinfo is not None:
-            return value if shortcut is None else shortcut(value)
-        return prepare(value)
-
-    return prepare_datetime
-
-
-def _binary_copyable(model_field: models.Field) -> bool:
-    """Whether psycopg sends this field's prepared values in COPY's binary format, told the
-    column's type: the plain ints, bools and strings, and datetimes."""
-    if type(model_field) in (models.ForeignKey, models.OneToOneField):
-        model_field = model_field.target_field
-    return type(model_field) in _AS_IS_FIELDS or type(model_field) is models.DateTimeField
-
-
-class _Table:
-    """Plain SQL writes to one table, with the values prepared as the ORM would.
-
-    The ORM's bulk_create builds a model instance per row and compiles every value through
-    several layers of field methods; for a restore of many rows that was three quarters
-    of the time. Here a row is a list of column values: inserts go out as one COPY per batch
-    on PostgreSQL (in the binary format when every column allows it: a third of the
-    client's time of the text format) and as one executemany on the others, updates as
-    one executemany.
-    """
-
-    def __init__(self, model: type[models.Model], attnames: Iterable[str]):
-        meta = model._meta
-        quote = connection.ops.quote_name
-        fields = [meta.get_field(name) for name in attnames]
-        self.name = quote(meta.db_table)
-        self.columns = [quote(f.column) for f in fields]
-        self.preparers = [
-            (position, prepare)
-            for position, prepare in enumerate(_preparer(f) for f in fields)
-            if prepare is not None
-        ]
-        self.binary = all(_binary_copyable(f) for f in fields)
-        self._column_types: list[int] | None = None
-
-    def prepared(self, rows: Iterable[list]) -> list[list]:
-        """Copies of `rows` (only the table's columns) in the driver's values."""
-        width = len(self.columns)
-        prepared = [row[:width] for row in rows]
-        for position, prepare in self.preparers:
-            for row in prepared:
-                row[position] = prepare(row[position])
-        return prepared
-
-    def insert(self, rows: Iterable[list]) -> None:
-        rows = self.prepared(rows)
-        if not rows:
-            return
-        columns = ", ".join(self.columns)
-        with connection.cursor() as cursor:
-            if hasattr(cursor.cursor, "copy"):  # psycopg 3
-                self._copy(cursor, columns, rows)
-            else:
-                placeholders = ", ".join(["%s"] * len(self.columns))
-                cursor.executemany(
-                    f"INSERT INTO {self.name} ({columns}) VALUES ({placeholders})",  # noqa: S608
-                    rows,
-                )
-
-    def _copy(self, cursor, columns: str, rows: list[list]) -> None:
-        copy_sql = f"COPY {self.name} ({columns}) FROM STDIN"
-        if self.binary and self._column_types is None:
-            # The binary format carries no type names: psycopg must be told the columns'.
-            cursor.execute(f"SELECT {columns} FROM {self.name} WHERE false")  # noqa: S608
-            self._column_types = [column.type_code for column in cursor.description]
-        if self.binary:
-            copy_sql += " (FORMAT BINARY)"
-        # psycopg 3's COPY; its errors are raised as Django's, like any query's.
-        with connection.wrap_database_errors, cursor.copy(copy_sql) as copy:
-            if self.binary:
-                copy.set_types(self._column_types)
-            for row in rows:
-                copy.write_row(row)
-
-    def update(self, rows: Iterable[list], positions: list[int]) -> None:
-        """Sets the columns at `positions` (never the first, the primary key) by pk."""
-        rows = self.prepared(rows)
-        if not rows:
-            return
-        assignments = ", ".join(f"{self.columns[i]} = %s" for i in positions)
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {self.name} SET {assignments} WHERE {self.columns[0]} = %s",  # noqa: S608
-                [[row[i] for i in positions] + [row[0]] for row in rows],
-            )
 
 
 # --- one model -----------------------------------------------------------------------
@@ -489,12 +274,14 @@ class _ModelRestore:
         self.allow_cascade = allow_cascade
         self.scope = scope
         self.cascades = cascades
-        self.plan = ModelPlan(capture.model_label(model))
+        self.plan = ModelPlan(model_label(model))
         self.width = len(spec.fields)
         self.links = _many_to_many(model, spec)
-        self.table = _Table(model, spec.fields)
-        self.link_tables = [_Table(link.through, (link.source, link.target)) for link in self.links]
-        self.key_index = _natural_key_index(model, spec)
+        self.table = SqlTable(model, spec.fields)
+        self.link_tables = [
+            SqlTable(link.through, (link.source, link.target)) for link in self.links
+        ]
+        self.record_name = record_namer(spec)
         self.sample_limit = setting("DETAIL_LIMIT")
         self.deletes: list[list] = []
         self.writes: list[_Write] = []
@@ -526,7 +313,7 @@ class _ModelRestore:
         setattr(self.plan, kind, getattr(self.plan, kind) + 1)
         samples = getattr(self.plan, f"sample_{kind}")
         if len(samples) < self.sample_limit:
-            samples.append(str(row[self.key_index]))
+            samples.append(self.record_name(row))
 
     def _flush(self) -> None:
         deletes, writes = self.deletes, self.writes
@@ -561,7 +348,7 @@ class _ModelRestore:
             if model._meta.concrete_model not in self.scope and instances:
                 first = sorted(instances, key=lambda obj: obj.pk)[:CASCADE_EXAMPLES]
                 examples = [str(obj) for obj in first]
-                hits.append(CascadeHit(capture.model_label(model), len(instances), examples))
+                hits.append(CascadeHit(model_label(model), len(instances), examples))
         for query in collector.fast_deletes:
             model = query.model
             if model._meta.concrete_model in self.scope:
@@ -569,7 +356,7 @@ class _ModelRestore:
             count = query.count()
             if count:
                 examples = [str(obj) for obj in query.order_by("pk")[:CASCADE_EXAMPLES]]
-                hits.append(CascadeHit(capture.model_label(model), count, examples))
+                hits.append(CascadeHit(model_label(model), count, examples))
         return hits
 
     # --- inserts and updates
@@ -653,7 +440,7 @@ class _ModelRestore:
             self._apply_pairs(link, self.link_tables[position], writes, self.width + position)
 
     def _apply_pairs(
-        self, link: _ManyToMany, table: _Table, writes: list[_Write], index: int
+        self, link: _ManyToMany, table: SqlTable, writes: list[_Write], index: int
     ) -> None:
         added, removed = [], set()
         for one in writes:
@@ -803,21 +590,20 @@ def verify_identical(*, sections: Iterable[Section]) -> list[str]:
         if problem:
             differences.append(problem)
             continue
-        model = apps.get_model(archived.spec.label)
-        key_index = _natural_key_index(model, archived.spec)
+        name_of = record_namer(archived.spec)
         label = archived.spec.label
         for row_diff in diff_rows(archived.rows, live.rows):
             if len(differences) >= limit:
                 unlisted += 1
                 continue
             if row_diff.kind == REMOVED:
-                name = row_diff.baseline[key_index]
+                name = name_of(row_diff.baseline)
                 differences.append(f"{label} {name}: in the backup, missing from the database")
             elif row_diff.kind == ADDED:
-                name = row_diff.current[key_index]
+                name = name_of(row_diff.current)
                 differences.append(f"{label} {name}: in the database, not in the backup")
             else:
-                name = row_diff.baseline[key_index]
+                name = name_of(row_diff.baseline)
                 columns = ", ".join(row_diff.changed_columns(archived.spec))
                 differences.append(f"{label} {name}: {columns} differ")
     if unlisted:
@@ -844,7 +630,7 @@ def reset_sequences() -> None:
     if connection.vendor != "postgresql":
         return
     statements = connection.ops.sequence_reset_sql(
-        no_style(), sorted(_in_scope(), key=capture.model_label)
+        no_style(), sorted(_in_scope(), key=model_label)
     )
     with connection.cursor() as cursor:
         for statement in statements:

@@ -13,14 +13,16 @@ from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 
-from licensing import services as licensing
 from licensing.exceptions import LicensingError
 
-from . import presenters, services
-from .exceptions import FailsafeError, LockedOut
+from . import services
+from .exceptions import REFUSALS, FailsafeError, LockedOut
+from .render import seed
+from .render.text import one_line
 
 MAX_COMMAND_LENGTH = 1000
 HELP_HINT = "Type help_failsafe for the list of commands"
+MASK = "********"
 
 COMMANDS = [
     ("failsafe status", "Check system status: password set, backups, last safe backup"),
@@ -47,6 +49,11 @@ class TerminalReply:
     error: Exception | None = None
 
     @property
+    def message(self) -> str:
+        """The refusal's one line ("" when the command succeeded)."""
+        return one_line(self.error) if self.error is not None else ""
+
+    @property
     def kind(self) -> str:
         """usage, denied, locked, failed or ok: what a door maps to its own status codes."""
         if self.ok:
@@ -60,12 +67,30 @@ class TerminalReply:
         return "failed"
 
 
-def help_payload() -> dict:
-    return {
-        "Success": True,
-        "Message": "RaOS Failsafe commands (SuperAdmin only)",
-        "Commands": [{"Command": usage, "Description": text} for usage, text in COMMANDS],
-    }
+# The subcommands of `failsafe` that take no secret; any other line with arguments after
+# its first two words has them masked, so a typo such as `failsafe setpasword <pw>` still
+# keeps the password out of a history.
+_PUBLIC_SUBCOMMANDS = {"status", "backups", "marksafe", "restore"}
+# The secret a line may carry inline, named as run_command's ask_secret names it.
+_INLINE_SECRETS = {
+    "help_failsafe": ("passkey", "Server license passkey"),
+    "failsafe": ("password", "New failsafe password"),
+}
+
+
+def split_inline_secret(line: str) -> tuple[str, str, tuple[str, str] | None]:
+    """(the line to show, the line without its secret, (name, label) of that secret or None)."""
+    words = line.split()
+    if len(words) > 2:
+        head = words[0].lower()
+        secret_bearing = head == "help_failsafe" or (
+            head == "failsafe" and words[1].lower() not in _PUBLIC_SUBCOMMANDS
+        )
+        if secret_bearing:
+            bare = f"{words[0]} {words[1]}"
+            return f"{bare} {MASK}", bare, _INLINE_SECRETS[head]
+    shown = " ".join(words)
+    return shown, shown, None
 
 
 def run_command(
@@ -79,9 +104,8 @@ def run_command(
         payload = _dispatch(
             _checked(line), actor=actor, ask=ask_secret, inline=allow_inline_secrets
         )
-    except (FailsafeError, LicensingError, PermissionDenied) as exc:
-        message = " ".join(str(exc).split()) or exc.__class__.__name__
-        return TerminalReply(False, {"Success": False, "Error": message}, exc)
+    except REFUSALS as exc:
+        return TerminalReply(False, seed.refusal(one_line(exc)), exc)
     return TerminalReply(True, payload)
 
 
@@ -111,7 +135,7 @@ def _dispatch(line: str, *, actor, ask, inline) -> dict:
     head = words[0].lower()
     if head == "help_failsafe":
         if len(words) == 1:
-            return help_payload()
+            return seed.help(COMMANDS)
         if words[1] == "-start":
             passkey = line.split(None, 2)[2].strip() if len(words) > 2 else ""
             passkey = _secret(
@@ -121,16 +145,16 @@ def _dispatch(line: str, *, actor, ask, inline) -> dict:
                 ask=ask,
                 allow_inline=inline,
             )
-            return services.trigger(actor=actor, passkey=passkey).to_seed_json()
+            return seed.trigger(services.trigger(actor=actor, passkey=passkey))
         raise TerminalUsageError(f"Unknown option {words[1]!r} for help_failsafe. {HELP_HINT}")
     if head != "failsafe" or len(words) < 2:
         raise TerminalUsageError(f"Unknown command: {words[0][:40]!r}. {HELP_HINT}")
 
     sub, args = words[1].lower(), words[2:]
     if sub == "status":
-        return services.status(actor=actor).to_seed_json()
+        return seed.status(services.status(actor=actor))
     if sub == "backups":
-        return presenters.backup_list(list(services.list_backups(actor=actor)))
+        return seed.backup_list(list(services.list_backups(actor=actor)))
     if sub == "setpassword":
         return _set_password(line, actor=actor, ask=ask, inline=inline)
     if sub in ("marksafe", "restore"):
@@ -138,20 +162,17 @@ def _dispatch(line: str, *, actor, ask, inline) -> dict:
             raise TerminalUsageError(f"Usage: failsafe {sub} <backup-id>")
         backup_id = args[0]
         if sub == "marksafe":
-            backup = services.mark_safe(actor=actor, backup_id=backup_id)
-            return {
-                "Success": True,
-                "Message": "Backup marked as safe environment",
-                "BackupId": str(backup.id),
-            }
+            return seed.marked_safe(services.mark_safe(actor=actor, backup_id=backup_id))
         if "--dry-run" in args[1:]:
-            return services.restore(actor=actor, backup_id=backup_id, dry_run=True).to_seed_json()
+            return seed.restore(services.restore(actor=actor, backup_id=backup_id, dry_run=True))
         # Validate the id before asking for the password, so a typo costs no secret.
         services.get_backup(backup_id)
         password = _secret(
             "", name="failsafe_password", prompt="Failsafe password: ", ask=ask, allow_inline=inline
         )
-        return services.restore(actor=actor, backup_id=backup_id, password=password).to_seed_json()
+        return seed.restore(
+            services.restore(actor=actor, backup_id=backup_id, password=password)
+        )
     raise TerminalUsageError(f"Unknown command: 'failsafe {sub[:40]}'. {HELP_HINT}")
 
 
@@ -165,7 +186,7 @@ def _set_password(line: str, *, actor, ask, inline) -> dict:
         allow_inline=inline,
     )
     current = None
-    if licensing.failsafe_password_is_set():
+    if services.failsafe_password_is_set():
         current = _secret(
             "",
             name="current_password",
@@ -173,6 +194,6 @@ def _set_password(line: str, *, actor, ask, inline) -> dict:
             ask=ask,
             allow_inline=inline,
         )
-    return services.set_failsafe_password(
-        actor=actor, password=password, current_password=current
-    ).to_seed_json()
+    return seed.password(
+        services.set_failsafe_password(actor=actor, password=password, current_password=current)
+    )

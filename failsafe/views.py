@@ -10,60 +10,31 @@ a typed secret back.
 
 import json
 
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from accounts.permissions import superadmin_required
-from licensing import services as licensing
-from licensing.exceptions import LicensingError
 
 from . import services
-from .exceptions import FailsafeError
+from .exceptions import REFUSALS
 from .forms import FailsafePasswordForm
 from .models import AuditEvent
-from .terminal import COMMANDS, MAX_COMMAND_LENGTH, run_command
+from .render import seed
+from .render.text import one_line
+from .terminal import COMMANDS, MASK, MAX_COMMAND_LENGTH, run_command, split_inline_secret
+from .web import request_actor
 
 HISTORY_KEY = "failsafe_terminal_history"
 HISTORY_LENGTH = 20
 # An answer longer than this (a long backup list) is cut in the history, not on the wire.
 OUTPUT_LIMIT = 50_000
 COMMAND_SHOWN = 200
-MASK = "********"
 SECRET_FIELD_PREFIX = "secret_"
 
-# The subcommands of `failsafe` that take no secret; any other line with arguments after
-# its first two words has them masked, so a typo such as `failsafe setpasword <pw>` still
-# keeps the password out of the history.
-_PUBLIC_SUBCOMMANDS = {"status", "backups", "marksafe", "restore"}
-# The secret typed inline in a line, named as run_command's ask_secret names it.
-_INLINE_SECRETS = {
-    "help_failsafe": ("passkey", "Server license passkey"),
-    "failsafe": ("password", "New failsafe password"),
-}
-
-
 def terminal_actor(request) -> services.Actor:
-    return services.Actor(
-        user=request.user, source=AuditEvent.Source.TERMINAL, ip=request.META.get("REMOTE_ADDR")
-    )
-
-
-def split_inline_secret(line: str) -> tuple[str, str, tuple[str, str] | None]:
-    """(the line to show, the line without its secret, (name, label) of that secret or None)."""
-    words = line.split()
-    if len(words) > 2:
-        head = words[0].lower()
-        secret_bearing = head == "help_failsafe" or (
-            head == "failsafe" and words[1].lower() not in _PUBLIC_SUBCOMMANDS
-        )
-        if secret_bearing:
-            bare = f"{words[0]} {words[1]}"
-            return f"{bare} {MASK}", bare, _INLINE_SECRETS[head]
-    shown = " ".join(words)
-    return shown, shown, None
+    return request_actor(request, AuditEvent.Source.TERMINAL)
 
 
 def _entry(command: str, reply_ok: bool, payload: dict) -> dict:
@@ -104,7 +75,7 @@ def _prompt_url() -> str:
 @sensitive_variables()
 @superadmin_required
 def terminal(request):
-    if not licensing.failsafe_password_is_set():
+    if not services.failsafe_password_is_set():
         return _first_connection(request)
     if request.method == "POST":
         action = request.POST.get("action")
@@ -132,10 +103,10 @@ def _first_connection(request):
             result = services.set_failsafe_password(
                 actor=terminal_actor(request), password=form.cleaned_data["password"]
             )
-        except (FailsafeError, LicensingError, PermissionDenied) as exc:
-            form.add_error(None, " ".join(str(exc).split()))
+        except REFUSALS as exc:
+            form.add_error(None, one_line(exc))
         else:
-            entry = _entry(f"failsafe setpassword {MASK}", True, result.to_seed_json())
+            entry = _entry(f"failsafe setpassword {MASK}", True, seed.password(result))
             _remember(request, entry)
             return redirect(_prompt_url())
     return _page(request, setup_form=form)
@@ -188,6 +159,6 @@ def _ask_for_secrets(request, reply, *, shown, bare, inline_secret, asked):
             "command": bare,
             "shown": shown,
             "fields": [(SECRET_FIELD_PREFIX + name, label) for name, label in fields],
-            "error": reply.payload.get("Error") if resubmitted else None,
+            "error": reply.message if resubmitted else None,
         },
     )

@@ -4,11 +4,12 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-_KEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+# License keys and the server passkey: no 0/O, 1/I, so a key read aloud or typed is unambiguous.
+KEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
 def generate_license_key() -> str:
-    groups = ("".join(secrets.choice(_KEY_ALPHABET) for _ in range(5)) for _ in range(4))
+    groups = ("".join(secrets.choice(KEY_ALPHABET) for _ in range(5)) for _ in range(4))
     return "LIC-" + "-".join(groups)
 
 

@@ -19,10 +19,9 @@ from .exceptions import (
     PasskeyNotIssued,
     WeakFailsafePassword,
 )
-from .models import ServerLicense
+from .models import KEY_ALPHABET, ServerLicense
 
 FAILSAFE_PASSWORD_MIN_LENGTH = 8
-_PASSKEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 # The server's secrets are always argon2, whatever PASSWORD_HASHERS puts first.
 SECRET_HASHER = "argon2"
 
@@ -38,7 +37,7 @@ def _locked_server_license() -> ServerLicense:
 
 
 def generate_passkey() -> str:
-    groups = ("".join(secrets.choice(_PASSKEY_ALPHABET) for _ in range(6)) for _ in range(3))
+    groups = ("".join(secrets.choice(KEY_ALPHABET) for _ in range(6)) for _ in range(3))
     return "SERVER-" + "-".join(groups)
 
 

@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "accounts",
     "licensing",
     "failsafe",
+    # The project itself (raos_bootstrap); last, so the apps' commands resolve as before.
+    "raos",
 ]
 
 MIDDLEWARE = [

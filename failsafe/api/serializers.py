@@ -1,14 +1,12 @@
 """The API's JSON, in snake_case: request bodies and query strings are validated here, and
-results are rendered here.
-
-The engine's comparison, investigation and restore plan render themselves (`to_api_json`);
-the serializers describing them below exist so that the OpenAPI schema is exact, and the
-schema tests check the two agree.
+results are rendered here, by serializers that read the result objects' attributes. The
+same serializers describe the responses in the OpenAPI schema.
 """
 
 from rest_framework import serializers
 
 from ..models import AuditEvent, Backup
+from ..snapshot import iso
 
 # Secrets are hashed with argon2, which takes any length; the cap only keeps a hostile body
 # from costing a long hash.
@@ -38,6 +36,17 @@ class BlankAsNullField(serializers.CharField):
         return str(value) if value else None
 
 
+class UtcDateTimeField(serializers.DateTimeField):
+    """A moment in UTC with a Z, as every other door writes it, whatever TIME_ZONE says."""
+
+    def __init__(self, *, timespec: str = "auto", **kwargs):
+        self.timespec = timespec
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value):
+        return iso(value, timespec=self.timespec)
+
+
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="What was refused, and what to do about it.")
 
@@ -61,12 +70,11 @@ class TokenSerializer(serializers.Serializer):
 
 
 class LockoutSerializer(serializers.Serializer):
-    # Rendered from the lockout module's seed-shaped dicts.
-    username = serializers.CharField(source="Username")
-    action = serializers.CharField(source="Action")
-    failures = serializers.IntegerField(source="Failures")
-    locked_until = serializers.DateTimeField(source="LockedUntil")
-    minutes_left = serializers.IntegerField(source="MinutesLeft")
+    username = serializers.CharField()
+    action = serializers.CharField()
+    failures = serializers.IntegerField()
+    locked_until = UtcDateTimeField(timespec="seconds")
+    minutes_left = serializers.IntegerField()
 
 
 class StatusSerializer(serializers.Serializer):
@@ -74,7 +82,7 @@ class StatusSerializer(serializers.Serializer):
     total_backups = serializers.IntegerField(help_text="Complete backups.")
     safe_backups = serializers.IntegerField()
     last_safe_backup_id = serializers.UUIDField(allow_null=True)
-    last_backup_at = serializers.DateTimeField(allow_null=True)
+    last_backup_at = UtcDateTimeField(allow_null=True)
     system_status = serializers.CharField()
     lockouts = LockoutSerializer(many=True, help_text="Your own lockouts in force.")
 
@@ -150,7 +158,7 @@ class BackupCreateSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=REASON_MAX_LENGTH, allow_blank=True, default="")
 
 
-# --- comparison and investigation (rendered by the engine's to_api_json) -------------
+# --- comparison and investigation ----------------------------------------------------
 
 
 class RecordListSerializer(serializers.Serializer):
@@ -158,10 +166,21 @@ class RecordListSerializer(serializers.Serializer):
     records = serializers.ListField(child=serializers.CharField())
 
 
+class FieldChangesField(serializers.DictField):
+    """A modified record's changed columns, keyed by column name."""
+
+    child = serializers.JSONField()
+
+    def to_representation(self, changes):
+        return {
+            change.name: "changed" if change.secret else {"from": change.old, "to": change.new}
+            for change in changes
+        }
+
+
 class ModifiedRecordSerializer(serializers.Serializer):
     record = serializers.CharField()
-    fields = serializers.DictField(
-        child=serializers.JSONField(),
+    fields = FieldChangesField(
         help_text='Per field: {"from": old, "to": new}, or a note for secret columns.',
     )
 
@@ -190,14 +209,14 @@ class ComparisonSerializer(serializers.Serializer):
 
 
 class HintSerializer(serializers.Serializer):
-    when = serializers.DateTimeField()
+    when = UtcDateTimeField()
     source = serializers.CharField()
     action = serializers.CharField()
     target = serializers.CharField()
 
 
 class RootCauseSerializer(serializers.Serializer):
-    since = serializers.DateTimeField()
+    since = UtcDateTimeField()
     by_actor = serializers.DictField(child=serializers.ListField(child=HintSerializer()))
     omitted = serializers.DictField(child=serializers.IntegerField())
 
@@ -228,22 +247,11 @@ class TriggerRequestSerializer(serializers.Serializer):
 
 
 class TriggerResultSerializer(serializers.Serializer):
-    backup_id = serializers.UUIDField()
-    created_at = serializers.DateTimeField()
+    backup_id = serializers.UUIDField(source="backup.id")
+    created_at = UtcDateTimeField(source="backup.created_at")
     message = serializers.CharField()
     investigation = InvestigationSerializer()
     next_steps = serializers.ListField(child=serializers.CharField())
-
-    def to_representation(self, instance):
-        # The seed's rendering holds the wording; only the names change here.
-        seed = instance.to_seed_json()
-        return {
-            "backup_id": seed["BackupId"],
-            "created_at": seed["Timestamp"],
-            "message": seed["Message"],
-            "investigation": instance.investigation.to_api_json(),
-            "next_steps": seed["NextSteps"],
-        }
 
 
 # --- restore -------------------------------------------------------------------------
@@ -262,7 +270,7 @@ class RestoreRequestSerializer(serializers.Serializer):
 
 
 class ModelPlanSerializer(serializers.Serializer):
-    model = serializers.CharField()
+    model = serializers.CharField(source="label")
     insert = serializers.IntegerField()
     update = serializers.IntegerField()
     delete = serializers.IntegerField()
@@ -289,33 +297,14 @@ class VerificationSerializer(serializers.Serializer):
 
 
 class RestoreResultSerializer(serializers.Serializer):
-    backup_id = serializers.UUIDField()
+    backup_id = serializers.UUIDField(source="backup.id")
     dry_run = serializers.BooleanField()
     message = serializers.CharField()
-    pre_restore_backup_id = serializers.UUIDField(allow_null=True)
+    pre_restore_backup_id = serializers.UUIDField(source="pre_restore_backup.id", allow_null=True)
     plan = RestorePlanSerializer()
     verification = VerificationSerializer(allow_null=True, help_text="null for a dry run.")
     sessions_flushed = serializers.IntegerField()
     next_steps = serializers.ListField(child=serializers.CharField())
-
-    def to_representation(self, instance):
-        seed = instance.to_seed_json()
-        verification = seed["Verification"]
-        return {
-            "backup_id": seed["BackupId"],
-            "dry_run": seed["DryRun"],
-            "message": seed["Message"],
-            "pre_restore_backup_id": seed["PreRestoreBackupId"],
-            "plan": instance.plan.to_api_json(),
-            "verification": None
-            if verification is None
-            else {
-                "identical": verification["Identical"],
-                "differences": verification["Differences"],
-            },
-            "sessions_flushed": seed["SessionsFlushed"],
-            "next_steps": seed["NextSteps"],
-        }
 
 
 # --- failsafe password ---------------------------------------------------------------
@@ -333,15 +322,7 @@ class PasswordRequestSerializer(serializers.Serializer):
 class PasswordResultSerializer(serializers.Serializer):
     replaced = serializers.BooleanField(help_text="true when an older password was replaced.")
     message = serializers.CharField()
-    timestamp = serializers.DateTimeField()
-
-    def to_representation(self, instance):
-        seed = instance.to_seed_json()
-        return {
-            "replaced": instance.replaced,
-            "message": seed["Message"],
-            "timestamp": seed["Timestamp"],
-        }
+    timestamp = UtcDateTimeField()
 
 
 # --- audit ---------------------------------------------------------------------------

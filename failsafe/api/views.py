@@ -24,18 +24,13 @@ from accounts.permissions import IsSuperAdmin
 from .. import services
 from ..models import AuditEvent
 from ..terminal import TerminalReply, run_command
+from ..web import request_actor
 from . import serializers as api
 from .authentication import AUTHENTICATION_CLASSES, TokenAuthentication
 from .errors import status_for
 from .permissions import PasswordChangeNotRequired
 
 WRONG_CREDENTIALS = "Unable to log in with the username and password given."
-
-
-def client_ip(request) -> str | None:
-    # The peer that connected. X-Forwarded-For is whatever the client chose to write, so it
-    # is not believed: behind a proxy, the proxy must set REMOTE_ADDR.
-    return request.META.get("REMOTE_ADDR") or None
 
 
 def not_found(request, *args, **kwargs):
@@ -136,9 +131,7 @@ class FailsafeView(APIView):
 
     @property
     def actor(self) -> services.Actor:
-        return services.Actor(
-            user=self.request.user, source=AuditEvent.Source.API, ip=client_ip(self.request)
-        )
+        return request_actor(self.request, AuditEvent.Source.API)
 
     @staticmethod
     def validated(serializer_class, data) -> dict:
@@ -248,7 +241,7 @@ class CompareView(FailsafeView):
     def get(self, request, backup_id):
         against = self.validated_query(api.CompareQuerySerializer).get("against")
         result = services.compare(actor=self.actor, backup_id=backup_id, against=against)
-        return Response(result.to_api_json())
+        return Response(api.ComparisonSerializer(result).data)
 
 
 class RestoreView(FailsafeView):

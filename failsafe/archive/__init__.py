@@ -27,8 +27,8 @@ from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from .. import keys
-from ..capture import Section
 from ..exceptions import ArchiveCorrupt, InvalidBackupId
+from ..snapshot import Section
 from . import chunked, files, garbage, single_file
 
 # What new backups are written in.
@@ -313,6 +313,10 @@ class ArchiveStore:
         """Deletes an archive or manifest; chunks are the garbage collector's."""
         if name:
             self.storage.delete(name)
+
+    def shares_parts(self, name: str) -> bool:
+        """Whether the archive called `name` is made of parts other archives may share."""
+        return name.endswith(chunked.SUFFIX)
 
     def exists(self, name: str) -> bool:
         return bool(name) and self.storage.exists(name)

@@ -37,8 +37,8 @@ import tink
 import zstandard
 
 from .. import keys, progress
-from ..capture import ModelSpec, Section
 from ..exceptions import ArchiveCorrupt
+from ..snapshot import ModelSpec, Section
 from . import codec
 
 FORMAT_NAME = "raos-failsafe-manifest"
@@ -55,7 +55,6 @@ MAX_BYTES = 4 * 1024 * 1024
 BOUNDARY_MASK = 0xFF
 
 ID_BYTES = 32
-ZSTD_LEVEL = 3
 _KEY_CHECK_INPUT = b"raos-failsafe: which chunk-id key named these chunks"
 
 
@@ -224,7 +223,7 @@ def write_chunks(
     namer = ChunkNamer.for_key_id(key_id)
     known_sizes = known_sizes or {}
     report = progress.current()
-    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    compressor = zstandard.ZstdCompressor(level=codec.ZSTD_LEVEL)
     packer = codec.new_packer()
     result = WriteResult(Manifest(meta=meta, key_id=key_id, key_check=namer.check, models=[]))
     for section in sections:
@@ -255,7 +254,7 @@ def write_chunks(
 
 
 def write_manifest(destination, *, aead, associated_data: bytes, manifest: Manifest) -> None:
-    plaintext = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(
+    plaintext = zstandard.ZstdCompressor(level=codec.ZSTD_LEVEL).compress(
         codec.new_packer().pack(manifest.to_record())
     )
     destination.write(seal(aead, plaintext, associated_data))

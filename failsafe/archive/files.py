@@ -21,6 +21,8 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage
 
+from ..durable import fsync_path
+
 CHUNK_DIR = "chunks"
 # A chunk's name is its id: 32 bytes as 64 lowercase hex digits.
 CHUNK_NAME = re.compile(r"[0-9a-f]{64}")
@@ -61,8 +63,7 @@ def save_via_temp(storage: Storage, name: str, write: Callable[[object], T]) -> 
     try:
         with os.fdopen(fd, "wb") as temp_file:
             result = write(temp_file)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
+        fsync_path(temp_path)
         with open(temp_path, "rb") as temp_file:
             if isinstance(storage, FileSystemStorage):
                 content = _MovableFile(temp_file, temp_path)
@@ -167,7 +168,7 @@ class ChunkFiles:
 
     def _sync_all(self, paths: list[str]) -> None:
         with ThreadPoolExecutor(max_workers=self.SYNC_THREADS) as pool:
-            list(pool.map(_fsync_path, paths))
+            list(pool.map(fsync_path, paths))
 
     def _store_pending(self) -> None:
         pending, self._pending = self._pending, []
@@ -200,14 +201,6 @@ class ChunkFiles:
         for shard in sorted(list_directories(self.storage, CHUNK_DIR)):
             for file_name in sorted(list_files(self.storage, f"{CHUNK_DIR}/{shard}")):
                 yield file_name, f"{CHUNK_DIR}/{shard}/{file_name}"
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_all(paths: Iterable[str]) -> None:

@@ -42,23 +42,6 @@ class GarbageReport:
     # Manifests no Backup row points at (kept, and their chunks with them).
     orphan_manifests: list[str] = field(default_factory=list)
 
-    def to_seed_json(self) -> dict:
-        return {
-            "Success": True,
-            "DryRun": self.dry_run,
-            "GraceSeconds": self.grace_seconds,
-            "ManifestsRead": self.manifests,
-            "ChunksFound": self.chunks,
-            "ChunksReferenced": self.referenced,
-            "ChunksDeleted": self.deleted,
-            "BytesFreed": self.bytes_freed,
-            "ChunksKeptRecent": self.kept_recent,
-            "TemporaryFilesDeleted": self.temp_files_deleted,
-            "ChunksMissing": self.missing,
-            "MissingManifests": self.missing_manifests,
-            "OrphanManifests": self.orphan_manifests,
-        }
-
 
 def _backup_id_of(manifest_name: str) -> str | None:
     stem = manifest_name.removesuffix(chunked.SUFFIX)

@@ -26,16 +26,14 @@ import tink
 import zstandard
 
 from .. import progress
-from ..capture import ModelSpec, Section
 from ..exceptions import ArchiveCorrupt
+from ..snapshot import ModelSpec, Section
 from . import codec
 
 FORMAT_NAME = "raos-failsafe-archive"
 FORMAT_VERSION = 1
 SUFFIX = ".rfs"
 
-# Level 3 is zstd's default: most of the gain for a fraction of the CPU of higher levels.
-ZSTD_LEVEL = 3
 # Packed records are batched before compression; one write per row would cost more in
 # call overhead than the compression itself.
 WRITE_BATCH = 256 * 1024
@@ -91,7 +89,7 @@ def write_snapshot(
 
     encrypted = aead.new_encrypting_stream(sink, associated_data)
     with encrypted:
-        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        compressor = zstandard.ZstdCompressor(level=codec.ZSTD_LEVEL)
         with compressor.stream_writer(encrypted, closefd=False) as compressed:
 
             def emit(record) -> None:

@@ -11,12 +11,11 @@ from contextlib import AbstractContextManager, nullcontext
 
 from django.core.management.base import BaseCommand, CommandError
 
-from licensing.exceptions import LicensingError
-
 from .. import services
-from ..exceptions import FailsafeError
+from ..exceptions import REFUSALS
 from ..models import AuditEvent
 from ..progress import Progress, TerminalProgress
+from ..render.text import one_line
 
 
 class FailsafeCommand(BaseCommand):
@@ -32,7 +31,7 @@ class FailsafeCommand(BaseCommand):
             user = services.resolve_superadmin(options.get("user"))
             actor = services.Actor(user=user, source=AuditEvent.Source.CLI)
             self.run(actor, **options)
-        except (FailsafeError, LicensingError) as exc:
+        except REFUSALS as exc:
             raise CommandError(one_line(exc)) from None
 
     def run(self, actor, **options):
@@ -71,7 +70,3 @@ class FailsafeCommand(BaseCommand):
         if confirm and getpass.getpass("Confirm: ") != secret:
             raise CommandError("The two entries do not match; nothing was changed")
         return secret
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or exc.__class__.__name__

@@ -6,9 +6,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from failsafe import presenters, services
+from failsafe import services
 from failsafe.models import AuditEvent, Backup
-from failsafe.terminal import help_payload
+from failsafe.render import seed
+from failsafe.terminal import COMMANDS
 from tests.factories import FAILSAFE_PASSWORD
 
 from .conftest import CLIENT_IP
@@ -24,7 +25,7 @@ def terminal(client, command, **secrets):
 def test_help_is_the_seeds_help_object(api):
     response = terminal(api, "help_failsafe")
     assert response.status_code == 200
-    assert response.json() == help_payload()
+    assert response.json() == seed.help(COMMANDS)
 
 
 @pytest.mark.django_db
@@ -32,7 +33,7 @@ def test_status_is_exactly_what_the_service_renders(api, actor, armed):
     services.create_backup(actor=actor)
     response = terminal(api, "failsafe status")
     assert response.status_code == 200
-    assert response.json() == services.status(actor=actor).to_seed_json()
+    assert response.json() == seed.status(services.status(actor=actor))
     assert response.json()["FailsafePasswordSet"] is True
 
 
@@ -42,7 +43,7 @@ def test_backups_is_the_seeds_backup_list(api, actor):
     services.create_backup(actor=actor, reason="two")
     response = terminal(api, "failsafe backups")
     assert response.json() == json.loads(
-        json.dumps(presenters.backup_list(list(services.list_backups(actor=actor))))
+        json.dumps(seed.backup_list(list(services.list_backups(actor=actor))))
     )
     assert [b["Reason"] for b in response.json()["Backups"]] == ["two", "one"]
 

@@ -15,8 +15,8 @@ import zstandard
 
 from failsafe import keys
 from failsafe.archive import codec, get_store, single_file
-from failsafe.capture import ModelSpec, Section
 from failsafe.exceptions import ArchiveCorrupt, InvalidBackupId
+from failsafe.snapshot import ModelSpec, Section
 
 UTC = datetime.UTC
 IST = datetime.timezone(datetime.timedelta(hours=5, minutes=30))

@@ -13,12 +13,13 @@ import pytest
 import zstandard
 from django.contrib.auth import get_user_model
 
-from failsafe import capture, keys, services
+from failsafe import archives, capture, keys, services
 from failsafe.archive import chunked, codec, get_store, shared_chunks
-from failsafe.capture import ModelSpec, Section
 from failsafe.compare import compare as compare_snapshots
 from failsafe.exceptions import ArchiveCorrupt
 from failsafe.models import Backup
+from failsafe.render import seed
+from failsafe.snapshot import ModelSpec, Section
 from licensing.models import License
 from tests.factories import FAILSAFE_PASSWORD
 
@@ -526,7 +527,7 @@ def test_a_backup_is_a_manifest_and_a_second_one_writes_little(actor, population
     second_manifest, second_chunks = archive_files(settings, second)
     assert second_chunks == chunks
     assert second.bytes_written == second_manifest.stat().st_size
-    payload = services.verify(actor=actor, backup_id=second.id)[0].to_seed_json()
+    payload = seed.verification(services.verify(actor=actor, backup_id=second.id))["Backups"][0]
     assert payload["Valid"] is True
     assert payload["Counts"]["accounts.user"] == 2006
 
@@ -595,14 +596,14 @@ def test_comparing_two_backups_skips_shared_chunks_and_finds_the_same(
     skipping = services.compare(actor=actor, backup_id=second.id, against=first.id)
     reads_skipping = len(counted_chunk_reads)
     counted_chunk_reads.clear()
-    with services.backup_snapshot(first) as old, services.backup_snapshot(second) as new:
+    with archives.open_snapshot(first) as old, archives.open_snapshot(second) as new:
         reading_all = compare_snapshots(baseline=old, current=new, baseline_backup_id=str(first.id))
     reads_all = len(counted_chunk_reads)
 
-    assert skipping.to_seed_json() == reading_all.to_seed_json()
+    assert seed.comparison(skipping) == seed.comparison(reading_all)
     assert skipping.findings == reading_all.findings
     assert skipping.affected_pks == reading_all.affected_pks
-    users_detail = skipping.details["accounts.user"]
+    users_detail = seed.comparison(skipping)["Details"]["accounts.user"]
     assert users_detail["Modified"]["Records"][0]["Record"] == middle.username
     assert users_detail["Added"]["Records"] == ["newcomer"]
     assert users_detail["Removed"]["Records"] == ["bulk03999"]
@@ -700,8 +701,9 @@ def test_a_format_1_backup_still_verifies_compares_and_restores(actor, armed, po
     mixed = services.compare(actor=actor, backup_id=newer.id, against=old.id)
     live = services.compare(actor=actor, against=old.id)
     for result in (mixed, live):
-        assert result.details["accounts.user"]["Removed"]["Records"] == ["carol"]
-        assert result.details["accounts.user"]["Modified"]["Count"] == 1
+        users_detail = seed.comparison(result)["Details"]["accounts.user"]
+        assert users_detail["Removed"]["Records"] == ["carol"]
+        assert users_detail["Modified"]["Count"] == 1
 
     result = services.restore(actor=actor, backup_id=old.id, password=FAILSAFE_PASSWORD)
     assert result.pre_restore_backup.format_version == 2

@@ -9,9 +9,12 @@ from django.contrib.auth.models import Group
 
 from accounts.models import Role
 from failsafe import capture
-from failsafe.capture import ModelSpec, Section
-from failsafe.compare import ComparisonResult, Snapshot, compare, live_snapshot
+from failsafe.api.serializers import ComparisonSerializer
+from failsafe.capture import live_snapshot
+from failsafe.compare import ComparisonResult, compare
 from failsafe.exceptions import ArchiveCorrupt
+from failsafe.render import seed
+from failsafe.snapshot import ModelSpec, Section, Snapshot
 from licensing.models import License
 from tests.factories import LicenseFactory, SuperAdminFactory, UserFactory
 
@@ -33,8 +36,13 @@ def compare_with_live(baseline: Snapshot) -> ComparisonResult:
     return compare(baseline=baseline, current=live(), baseline_backup_id=BASELINE_ID)
 
 
+def details(result: ComparisonResult) -> dict:
+    """The record-level detail as the seed's JSON shows it."""
+    return seed.comparison(result)["Details"]
+
+
 def user_details(result: ComparisonResult) -> dict:
-    return result.details[capture.model_label(User)]
+    return details(result)[capture.model_label(User)]
 
 
 @pytest.mark.django_db
@@ -70,7 +78,7 @@ def test_identical_snapshots_report_nothing(superadmin, population):
     assert result.changes == []
     assert all(
         detail["Added"]["Count"] == detail["Removed"]["Count"] == detail["Modified"]["Count"] == 0
-        for detail in result.details.values()
+        for detail in details(result).values()
     )
 
 
@@ -88,7 +96,7 @@ def test_additions_are_changes_not_issues(superadmin, population):
     assert "1 user added" in result.changes
     assert "1 group added" in result.changes
     assert user_details(result)["Added"] == {"Count": 1, "Records": ["frank"]}
-    assert result.details["auth.group"]["Added"] == {"Count": 1, "Records": ["auditors"]}
+    assert details(result)["auth.group"]["Added"] == {"Count": 1, "Records": ["auditors"]}
 
 
 @pytest.mark.django_db
@@ -119,17 +127,17 @@ def test_modified_records_are_named_with_each_field_from_and_to(superadmin, popu
             }
         ],
     }
-    license_record = result.details["licensing.license"]["Modified"]["Records"][0]
+    license_record = details(result)["licensing.license"]["Modified"]["Records"][0]
     assert license_record["Record"] == license.key
     assert license_record["Fields"]["max_users"] == {"From": 5, "To": 9}
     assert license_record["Fields"]["expires_at"]["From"] is None
     assert license_record["Fields"]["expires_at"]["To"].startswith("2030-01-02T03:04:05")
-    assert result.details["auth.group"]["Modified"]["Records"] == [
+    assert details(result)["auth.group"]["Modified"]["Records"] == [
         {"Record": "helpdesk", "Fields": {"name": {"From": "support", "To": "helpdesk"}}}
     ]
     assert {"1 user modified", "1 license modified", "1 group modified"} <= set(result.changes)
     assert result.issues == []
-    json.dumps(result.to_seed_json())  # every value is JSON-safe
+    json.dumps(seed.comparison(result))  # every value is JSON-safe
 
 
 @pytest.mark.django_db
@@ -226,7 +234,7 @@ def test_changed_passwords_show_as_changed_and_never_the_hash(superadmin, popula
     assert "Password changed: alice" in result.changes
     record = user_details(result)["Modified"]["Records"][0]
     assert record == {"Record": "alice", "Fields": {"password": "changed"}}
-    for rendered in (result.to_seed_json(), result.to_api_json()):
+    for rendered in (seed.comparison(result), ComparisonSerializer(result).data):
         text = json.dumps(rendered)
         assert old_hash not in text and new_hash not in text
 
@@ -245,7 +253,7 @@ def test_many_password_hashes_changed_at_once_is_an_issue(superadmin, population
 
     assert result.issues == ["3 password hashes changed: alice, bob, carol"]
     assert not any(change.startswith("Password changed") for change in result.changes)
-    text = json.dumps(result.to_seed_json())
+    text = json.dumps(seed.comparison(result))
     assert not any(password_hash in text for password_hash in hashes)
 
 
@@ -258,15 +266,15 @@ def test_detail_lists_stop_at_the_limit_but_count_everything(superadmin, populat
 
     result = compare_with_live(baseline)
 
-    details = user_details(result)
-    assert details["Added"]["Count"] == 5
-    assert len(details["Added"]["Records"]) == 2
-    assert details["Modified"]["Count"] == 3
-    assert [r["Record"] for r in details["Modified"]["Records"]] == ["alice", "bob"]
-    assert details["Truncated"] is True
+    users = user_details(result)
+    assert users["Added"]["Count"] == 5
+    assert len(users["Added"]["Records"]) == 2
+    assert users["Modified"]["Count"] == 3
+    assert [r["Record"] for r in users["Modified"]["Records"]] == ["alice", "bob"]
+    assert users["Truncated"] is True
     assert "5 users added" in result.changes
     assert "3 users modified" in result.changes
-    assert result.details["licensing.license"]["Truncated"] is False
+    assert details(result)["licensing.license"]["Truncated"] is False
 
 
 @pytest.mark.django_db
@@ -303,7 +311,7 @@ def test_a_model_captured_with_other_columns_is_not_compared_record_by_record(
         result.changes
     )
     assert capture.model_label(User) not in result.details
-    assert result.details["licensing.license"]["Modified"]["Count"] == 1
+    assert details(result)["licensing.license"]["Modified"]["Count"] == 1
 
 
 @pytest.mark.django_db
@@ -335,7 +343,7 @@ def test_a_corrupt_archive_is_not_swallowed(superadmin, population):
 
 
 def test_degenerate_results_carry_the_seed_messages():
-    nothing = ComparisonResult.no_safe_backup().to_seed_json()
+    nothing = seed.comparison(ComparisonResult.no_safe_backup())
     assert nothing == {
         "HasSafeBackup": False,
         "SafeBackupId": None,
@@ -345,7 +353,7 @@ def test_degenerate_results_carry_the_seed_messages():
         "Details": {},
     }
     unreadable = ComparisonResult.unreadable_baseline(BASELINE_ID, "Archive checksum mismatch")
-    assert unreadable.to_seed_json()["Message"] == "Issues detected"
+    assert seed.comparison(unreadable)["Message"] == "Issues detected"
     assert unreadable.issues == [
         f"Last safe backup {BASELINE_ID} is unreadable: Archive checksum mismatch"
     ]
@@ -358,7 +366,7 @@ def test_api_json_has_the_same_content_in_snake_case(superadmin, population):
     User.objects.filter(username="erin").delete()
 
     result = compare_with_live(baseline)
-    api = result.to_api_json()
+    api = ComparisonSerializer(result).data
 
     assert set(api) == {
         "has_safe_backup",

@@ -19,6 +19,7 @@ from failsafe.exceptions import (
     OperationInProgress,
 )
 from failsafe.models import AuditEvent, Backup
+from failsafe.render import seed
 from tests.factories import AdminFactory
 from tests.helpers import run
 
@@ -226,7 +227,7 @@ def test_deleting_a_backup_removes_its_row_and_manifest_and_is_audited(
     assert not Backup.objects.filter(pk=first.pk).exists()
     assert not (backup_dir(settings) / first.archive_name).exists()
     assert first_chunks <= set(stored_chunks(settings))  # until the collector runs
-    assert result.to_seed_json()["BackupId"] == str(first.id)
+    assert seed.deleted(result)["BackupId"] == str(first.id)
     event = last_event()
     assert (event.action, event.outcome, event.target) == (
         "failsafe.delete",

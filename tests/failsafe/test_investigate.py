@@ -11,10 +11,12 @@ from django.utils import timezone
 
 from accounts.models import Role
 from failsafe import capture
-from failsafe.capture import Section
-from failsafe.compare import ComparisonResult, Snapshot, compare
+from failsafe.api.serializers import InvestigationSerializer
+from failsafe.compare import ComparisonResult, compare
 from failsafe.investigate import HINTS_PER_ACTOR, investigate
 from failsafe.models import AuditEvent, Backup
+from failsafe.render import seed
+from failsafe.snapshot import Section, Snapshot
 from licensing.models import License
 from tests.factories import SuperAdminFactory, UserFactory
 
@@ -78,7 +80,9 @@ def test_missing_users_and_licenses_recommend_restoring_the_safe_backup_first(
     User.objects.filter(username__in=["dave", "erin"]).delete()
     License.objects.filter(owner__username="alice").delete()
 
-    report = investigate(comparison=compare_with_live(baseline), safe_backup=backup).to_seed_json()
+    report = seed.investigation(
+        investigate(comparison=compare_with_live(baseline), safe_backup=backup)
+    )
 
     assert report["Status"] == "Investigating"
     assert report["LastSafeBackup"] == str(backup.id)
@@ -171,17 +175,18 @@ def test_without_a_safe_backup_it_asks_for_one_and_looks_at_the_last_day(superad
     audit("root", "failsafe.backup", when=timezone.now() - datetime.timedelta(hours=30))
 
     report = investigate(comparison=ComparisonResult.no_safe_backup(), safe_backup=None)
-    seed = report.to_seed_json()
+    rendered = seed.investigation(report)
 
-    assert seed["LastSafeBackup"] is None
-    assert seed["Comparison"]["Message"] == "No safe backup found for comparison"
-    assert seed["Recommendations"] == [
+    assert rendered["LastSafeBackup"] is None
+    assert rendered["Comparison"]["Message"] == "No safe backup found for comparison"
+    assert rendered["Recommendations"] == [
         "Mark a known-good backup as safe: manage.py failsafe_marksafe <backup-id>"
     ]
-    since = datetime.datetime.fromisoformat(seed["RootCause"]["Since"])
+    since = datetime.datetime.fromisoformat(rendered["RootCause"]["Since"])
     assert timezone.now() - since >= datetime.timedelta(hours=24)
     assert timezone.now() - since < datetime.timedelta(hours=25)
-    assert [hint["Action"] for hint in seed["RootCause"]["ByActor"]["root"]] == ["failsafe.trigger"]
+    root_hints = rendered["RootCause"]["ByActor"]["root"]
+    assert [hint["Action"] for hint in root_hints] == ["failsafe.trigger"]
 
 
 @pytest.mark.django_db
@@ -217,7 +222,7 @@ def test_root_cause_groups_what_each_actor_did_to_the_changed_records(superadmin
     audit("mallory", "failsafe.compare", when=timezone.now() - datetime.timedelta(hours=2))
 
     report = investigate(comparison=compare_with_live(baseline), safe_backup=backup)
-    cause = report.to_seed_json()["RootCause"]
+    cause = seed.investigation(report)["RootCause"]
 
     assert datetime.datetime.fromisoformat(cause["Since"]) == backup.created_at
     by_actor = cause["ByActor"]
@@ -241,7 +246,7 @@ def test_root_cause_lists_a_bounded_number_per_actor_and_says_how_many_more(db):
         audit("mallory", "failsafe.restore")
 
     report = investigate(comparison=ComparisonResult.no_safe_backup(), safe_backup=backup)
-    cause = report.to_seed_json()["RootCause"]
+    cause = seed.investigation(report)["RootCause"]
 
     assert len(cause["ByActor"]["mallory"]) == HINTS_PER_ACTOR
     assert cause["Omitted"] == {"mallory": 3}
@@ -255,12 +260,18 @@ def test_api_json_mirrors_the_seed_block_in_snake_case(superadmin, population):
     audit("root", "failsafe.trigger")
 
     report = investigate(comparison=compare_with_live(baseline), safe_backup=backup)
-    seed, api = report.to_seed_json(), report.to_api_json()
+    rendered, api = seed.investigation(report), InvestigationSerializer(report).data
 
-    assert set(seed) == {"Status", "LastSafeBackup", "Comparison", "Recommendations", "RootCause"}
-    assert api["status"] == seed["Status"] == "Investigating"
-    assert api["last_safe_backup"] == seed["LastSafeBackup"] == str(backup.id)
-    assert api["recommendations"] == seed["Recommendations"]
-    assert api["comparison"]["issues"] == seed["Comparison"]["Issues"]
+    assert set(rendered) == {
+        "Status",
+        "LastSafeBackup",
+        "Comparison",
+        "Recommendations",
+        "RootCause",
+    }
+    assert api["status"] == rendered["Status"] == "Investigating"
+    assert api["last_safe_backup"] == rendered["LastSafeBackup"] == str(backup.id)
+    assert api["recommendations"] == rendered["Recommendations"]
+    assert api["comparison"]["issues"] == rendered["Comparison"]["Issues"]
     assert api["root_cause"]["by_actor"]["root"][0]["action"] == "failsafe.trigger"
     assert api["root_cause"]["by_actor"]["root"][0]["source"] == "audit"

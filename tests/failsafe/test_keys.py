@@ -9,8 +9,8 @@ from tink import secret_key_access, streaming_aead
 
 from failsafe import keys
 from failsafe.archive import get_store
-from failsafe.capture import ModelSpec, Section
 from failsafe.exceptions import FailsafeError
+from failsafe.snapshot import ModelSpec, Section
 
 SPEC = ModelSpec("accounts.user", ("id", "username"))
 

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from failsafe import lockout
 from failsafe.exceptions import LockedOut
 from failsafe.models import SecretAttemptCounter
+from failsafe.render import seed
 
 RESTORE = "failsafe.restore"
 TRIGGER = "failsafe.trigger"
@@ -37,12 +38,19 @@ def failures(*, username: str = "alice", action: str = RESTORE) -> int:
     return SecretAttemptCounter.objects.get(username=username, action=action).failures
 
 
+class NoGuess(Exception):
+    """Leaves the guard as an error that is no guess, so the attempt is given back."""
+
+
 def is_locked(*, username: str = "alice", action: str = RESTORE) -> bool:
+    """Whether the next attempt is refused; the probe tests no secret and is given back."""
     try:
-        lockout.ensure_not_locked(username=username, action=action)
+        with lockout.attempt(username=username, action=action):
+            raise NoGuess
     except LockedOut:
         return True
-    return False
+    except NoGuess:
+        return False
 
 
 def attempt(secret_is_right, *, username: str = "alice", action: str = RESTORE) -> bool:
@@ -103,15 +111,18 @@ def test_failures_spread_beyond_the_window_never_lock(clock):
 def test_the_cool_off_ends_by_itself(clock):
     fail(5)
     clock.advance(minutes=14)
+    right_secret = mock.Mock(return_value=True)
     with pytest.raises(LockedOut, match=r"about 1 minute\)"):
-        lockout.ensure_not_locked(username="alice", action=RESTORE)
+        attempt(right_secret)
+    right_secret.assert_not_called()
 
     clock.advance(minutes=1, seconds=1)
 
-    lockout.ensure_not_locked(username="alice", action=RESTORE)
     assert lockout.lockout_status(username="alice") == []
-    # The next wrong secret starts a new count instead of re-locking at once.
-    fail(1)
+    # The next wrong secret is checked again, and starts a new count instead of re-locking.
+    wrong_secret = mock.Mock(return_value=False)
+    assert attempt(wrong_secret) is False
+    wrong_secret.assert_called_once()
     assert failures() == 1
     assert not is_locked()
 
@@ -177,7 +188,7 @@ def test_lockout_status_lists_the_lockouts_in_force(clock):
     fail(5, username="bob")
     fail(2, username="carol")
 
-    assert lockout.lockout_status(username="alice") == [
+    assert [seed.lockout(entry) for entry in lockout.lockout_status(username="alice")] == [
         {
             "Username": "alice",
             "Action": RESTORE,
@@ -193,7 +204,7 @@ def test_lockout_status_lists_the_lockouts_in_force(clock):
             "MinutesLeft": 15,
         },
     ]
-    assert [entry["Username"] for entry in lockout.lockout_status()] == [
+    assert [entry.username for entry in lockout.lockout_status()] == [
         "alice",
         "alice",
         "bob",
@@ -205,7 +216,7 @@ def test_thresholds_come_from_settings(clock, settings):
     settings.FAILSAFE = {"LOCKOUT_THRESHOLD": 2, "LOCKOUT_COOLOFF": 60}
     fail(2)
     with pytest.raises(LockedOut, match="until 12:01 UTC"):
-        lockout.ensure_not_locked(username="alice", action=RESTORE)
+        attempt(lambda: True)
     clock.advance(seconds=61)
     assert not is_locked()
 

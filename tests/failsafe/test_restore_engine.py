@@ -13,10 +13,12 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 
 from accounts.models import Role
-from failsafe import capture, restore
-from failsafe.capture import Section
+from failsafe import capture, restore, restore_sql
+from failsafe.api.serializers import RestorePlanSerializer
 from failsafe.exceptions import CascadeRefused, RestoreVerificationFailed, SchemaMismatch
 from failsafe.models import Backup
+from failsafe.render import seed
+from failsafe.snapshot import Section
 from licensing.models import License, ServerLicense
 from tests.factories import DEFAULT_PASSWORD, LicenseFactory, SuperAdminFactory, UserFactory
 
@@ -223,8 +225,8 @@ def test_plan_counts_what_would_change_and_writes_nothing(world):
     assert model_plan(plan, "auth.group").changes == 0
     assert not plan.is_noop and plan.cascades == []
 
-    seed = plan.to_seed_json()
-    assert seed["Models"][1] == {
+    rendered = seed.restore_plan(plan)
+    assert rendered["Models"][1] == {
         "Model": "accounts.user",
         "Insert": 1,
         "Update": 1,
@@ -233,8 +235,9 @@ def test_plan_counts_what_would_change_and_writes_nothing(world):
         "SampleUpdate": ["alice"],
         "SampleDelete": ["mallory"],
     }
-    assert plan.to_api_json()["models"][1]["sample_delete"] == ["mallory"]
-    assert seed["IsNoop"] is False and plan.to_api_json()["is_noop"] is False
+    api = RestorePlanSerializer(plan).data
+    assert api["models"][1]["sample_delete"] == ["mallory"]
+    assert rendered["IsNoop"] is False and api["is_noop"] is False
 
 
 def test_plan_samples_are_capped(world, settings):
@@ -339,7 +342,7 @@ def test_a_cascade_into_the_admin_log_is_refused_with_nothing_changed(world):
     plan = restore.plan_restore(sections=backup)
     assert [(hit.model, hit.count) for hit in plan.cascades] == [("admin.logentry", 3)]
     assert len(plan.cascades[0].examples) == 3
-    assert plan.to_seed_json()["Cascades"][0]["Count"] == 3
+    assert seed.restore_plan(plan)["Cascades"][0]["Count"] == 3
 
     with pytest.raises(CascadeRefused) as refused:
         restore.apply_restore(sections_factory=opener(backup))
@@ -573,7 +576,7 @@ def test_rows_written_back_read_exactly_as_they_were_for_every_column_type(db):
     before = _rows(Backup, fields)
     Backup.objects.all().delete()
 
-    restore._Table(Backup, fields).insert(before)
+    restore_sql.SqlTable(Backup, fields).insert(before)
 
     assert _rows(Backup, fields) == before
 
@@ -586,7 +589,7 @@ def test_datetimes_with_another_offset_are_stored_as_the_same_moment(db):
     paris = datetime.timezone(datetime.timedelta(hours=2))
     row[fields.index("date_joined")] = datetime.datetime(2024, 6, 1, 14, 30, tzinfo=paris)
 
-    restore._Table(User, fields).insert([row])
+    restore_sql.SqlTable(User, fields).insert([row])
 
     joined = User.objects.get(pk=user.pk).date_joined
     assert joined == datetime.datetime(2024, 6, 1, 12, 30, tzinfo=datetime.UTC)
@@ -598,7 +601,7 @@ def test_an_update_sets_only_the_columns_it_is_given(world):
     alice[fields.index("email")] = "alice@new.example"
     alice[fields.index("first_name")] = "Not written"
 
-    restore._Table(User, fields).update([alice], [fields.index("email")])
+    restore_sql.SqlTable(User, fields).update([alice], [fields.index("email")])
 
     written = User.objects.get(username="alice")
     assert (written.email, written.first_name) == ("alice@new.example", "")

@@ -10,6 +10,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from failsafe import services
 from failsafe.exceptions import ArchiveCorrupt, InvalidBackupId, LockedOut
 from failsafe.models import AuditEvent, Backup
+from failsafe.render import seed
 from failsafe.terminal import run_command
 from licensing.exceptions import FailsafePasswordNotSet, InvalidFailsafePassword, InvalidPasskey
 from licensing.models import License
@@ -100,7 +101,7 @@ def test_restore_removes_what_came_after_and_keeps_a_pre_restore_backup(actor, a
     pre = result.pre_restore_backup
     assert pre.type == Backup.Type.PRE_RESTORE and pre.status == Backup.Status.COMPLETE
     assert pre.state["TotalUsers"] == 7
-    assert result.verified
+    assert result.verification.identical
 
 
 @pytest.mark.django_db
@@ -119,7 +120,7 @@ def test_dry_run_shows_the_plan_and_writes_nothing(actor, armed, population):
     UserFactory(username="late")
     before = Backup.objects.count()
     result = services.restore(actor=actor, backup_id=backup.id, dry_run=True)
-    plan = result.to_seed_json()["Plan"]
+    plan = seed.restore(result)["Plan"]
     users = next(m for m in plan["Models"] if m["Model"] == "accounts.user")
     assert users["Delete"] == 1
     assert User.objects.filter(username="late").exists()
@@ -172,7 +173,7 @@ def test_trigger_with_a_corrupt_safe_backup_still_backs_up_and_says_so(
     result = services.trigger(actor=actor, passkey=armed)
 
     assert result.backup.status == Backup.Status.COMPLETE
-    issues = result.investigation.to_seed_json()["Comparison"]["Issues"]
+    issues = seed.investigation(result.investigation)["Comparison"]["Issues"]
     assert any(issue.startswith(f"Last safe backup {safe.id} is unreadable") for issue in issues)
 
 

@@ -39,16 +39,24 @@ def test_the_list_shows_each_backup_with_its_state(root_client, safe_backup, act
     assert reverse("admin:failsafe_backup_change", args=[safe_backup.pk]) not in only_failed
 
 
-def test_the_detail_page_shows_the_state_and_the_comparison_with_the_last_safe_backup(
+def test_the_detail_page_shows_the_state_and_offers_the_comparison_with_the_last_safe_backup(
     root_client, safe_backup, actor
 ):
     _lose_dave_and_erin()
     later = services.create_backup(actor=actor, reason="after the incident")
+    events_before = AuditEvent.objects.count()
     response = root_client.get(reverse("admin:failsafe_backup_change", args=[later.pk]))
     assert response.status_code == 200
     content = response.content.decode()
     assert "after the incident" in content
     assert "<th>Users</th><td>4</td>" in content  # the captured state
+    # Opening the page runs no comparison and writes nothing to the audit trail.
+    assert "Issues detected" not in content
+    assert AuditEvent.objects.count() == events_before
+    compare_url = reverse("admin:failsafe_backup_compare", args=[later.pk]) + "?against="
+    assert f'href="{compare_url}" id="compare-with-safe"' in content
+
+    content = root_client.get(compare_url).content.decode()
     assert "Issues detected" in content
     assert '<ul class="failsafe-issues"><li>User count decreased: 6 -&gt; 4</li>' in content
     assert "Removed (2)</th><td>dave, erin</td>" in content

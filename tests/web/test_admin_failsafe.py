@@ -13,6 +13,7 @@ pytestmark = pytest.mark.django_db
 
 FAILSAFE_PAGE = reverse("admin:failsafe")
 AUDIT_CHANGELIST = reverse("admin:failsafe_auditevent_changelist")
+AUDIT_VERIFY = reverse("admin:failsafe_auditevent_verify")
 NEW_PASSWORD = "Another-Unusual-Phrase-77"
 
 
@@ -89,20 +90,35 @@ def test_the_trigger_needs_the_passkey_and_shows_the_investigation(root_client, 
     assert reverse("admin:failsafe_backup_change", args=[emergency.pk]) in content
 
 
-def test_the_audit_trail_shows_intact_then_broken_after_tampering(root_client, actor, armed):
+def test_the_audit_trail_verifies_on_request_intact_then_broken_after_tampering(
+    root_client, actor, armed
+):
     root_client.post(FAILSAFE_PAGE, {"trigger": "1", "passkey": "SERVER-WRONG"})
+    events_before = AuditEvent.objects.count()
     page = root_client.get(AUDIT_CHANGELIST)
     content = page.content.decode()
     assert page.status_code == 200
-    assert "Audit chain intact:" in content
+    # Opening the list verifies nothing and writes nothing.
+    assert "The audit chain has not been verified yet." in content
+    assert AuditEvent.objects.count() == events_before
     assert '<td class="field-outcome">Denied</td>' in content
     assert "failsafe.trigger" in content
 
+    response = root_client.post(AUDIT_VERIFY, follow=True)
+    content = response.content.decode()
+    assert "Audit chain intact:" in content
+    assert "by root" in content
+
     first = AuditEvent.objects.order_by("seq").first()
     AuditEvent.objects.filter(pk=first.pk).update(outcome=AuditEvent.Outcome.SUCCESS)
-    content = root_client.get(AUDIT_CHANGELIST).content.decode()
+    assert "Audit chain intact:" in root_client.get(AUDIT_CHANGELIST).content.decode()
+    content = root_client.post(AUDIT_VERIFY, follow=True).content.decode()
     assert f"Audit chain broken at event #{first.seq}" in content
     assert "Audit chain intact" not in content
+
+
+def test_verifying_the_audit_chain_is_a_post(root_client):
+    assert root_client.get(AUDIT_VERIFY).status_code == 405
 
 
 def test_the_audit_trail_filters_by_action_actor_and_outcome(root_client, actor, armed):

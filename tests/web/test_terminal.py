@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from failsafe import services, views
 from failsafe.models import AuditEvent, Backup
-from failsafe.views import split_inline_secret
+from failsafe.terminal import split_inline_secret
 from licensing import services as licensing
 from tests.factories import FAILSAFE_PASSWORD, AdminFactory
 

@@ -1,7 +1,8 @@
 from django.core.management.base import CommandError
 
-from failsafe import presenters, services
+from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -15,25 +16,11 @@ class Command(FailsafeCommand):
     def run(self, actor, *, verify, limit, **options):
         if verify:
             result = services.verify_audit_chain(actor=actor)
-            payload = {
-                "Valid": result.ok,
-                "Checked": result.checked,
-                "FirstBrokenSeq": result.first_broken_seq,
-                "Reason": result.reason or None,
-            }
-            human = (
-                f"Audit chain intact: {result.checked} events verified"
-                if result.ok
-                else f"AUDIT CHAIN BROKEN at event #{result.first_broken_seq}: {result.reason}"
-            )
-            self.emit(payload, human)
+            self.emit(seed.audit_chain(result), text.audit_chain(result))
             if not result.ok:
                 raise CommandError(
                     f"Audit chain broken at event #{result.first_broken_seq}: {result.reason}"
                 )
             return
         events = list(services.audit_events(actor=actor)[: max(limit, 0)])
-        payload = {"Events": [presenters.audit_event(e) for e in events]}
-        self.emit(
-            payload, "\n".join(presenters.audit_line(e) for e in events) or "No audit events."
-        )
+        self.emit(seed.audit_events(events), text.audit_events(events))

@@ -1,5 +1,6 @@
-from failsafe import presenters, services
+from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -15,11 +16,4 @@ class Command(FailsafeCommand):
             backup = services.create_backup(
                 actor=actor, backup_type=type, reason=reason, progress=progress
             )
-        payload = {
-            "Success": True,
-            "Message": "Backup created",
-            "BackupId": str(backup.id),
-            "Timestamp": presenters.iso(backup.created_at),
-            "State": backup.state,
-        }
-        self.emit(payload, self.style.SUCCESS(f"Backup created: {presenters.backup_line(backup)}"))
+        self.emit(seed.backup_created(backup), self.style.SUCCESS(text.backup_created(backup)))

@@ -1,5 +1,6 @@
-from failsafe import presenters, services
+from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -14,6 +15,4 @@ class Command(FailsafeCommand):
         backups = list(
             services.list_backups(actor=actor, backup_type=type, safe=True if safe else None)
         )
-        payload = presenters.backup_list(backups)
-        lines = [presenters.backup_line(b) for b in backups] or ["No backups yet."]
-        self.emit(payload, "\n".join(lines))
+        self.emit(seed.backup_list(backups), text.backup_list(backups))

@@ -1,5 +1,6 @@
-from failsafe import presenters, services
+from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -18,5 +19,4 @@ class Command(FailsafeCommand):
             result = services.compare(
                 actor=actor, backup_id=backup_id, against=against, progress=progress
             )
-        payload = result.to_seed_json()
-        self.emit(payload, presenters.comparison_text(payload))
+        self.emit(seed.comparison(result), text.comparison(result))

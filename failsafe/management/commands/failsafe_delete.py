@@ -4,6 +4,7 @@ from django.core.management.base import CommandError
 
 from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -27,8 +28,4 @@ class Command(FailsafeCommand):
             if answer.strip().lower() != "yes":
                 raise CommandError("Deletion cancelled; nothing was changed")
         result = services.delete_backup(actor=actor, backup_id=backup_id, force=force)
-        payload = result.to_seed_json()
-        human = f"Backup {result.backup_id} deleted"
-        if payload["Note"]:
-            human += f"\n{payload['Note']}"
-        self.emit(payload, self.style.SUCCESS(human))
+        self.emit(seed.deleted(result), self.style.SUCCESS(text.deleted(result)))

@@ -1,5 +1,6 @@
 from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -13,30 +14,7 @@ class Command(FailsafeCommand):
 
     def run(self, actor, *, dry_run, **options):
         report = services.collect_garbage(actor=actor, dry_run=dry_run)
-        verb = "would delete" if dry_run else "deleted"
         lines = [
-            f"{report.deleted} unused chunks {verb} ({report.bytes_freed} bytes); "
-            f"{report.referenced} of {report.chunks} chunks in use by {report.manifests} "
-            f"manifests; {report.kept_recent} unused but younger than "
-            f"{report.grace_seconds} s kept"
+            self.style.ERROR(line) if alarm else line for line, alarm in text.garbage(report)
         ]
-        if report.temp_files_deleted:
-            lines.append(f"{report.temp_files_deleted} leftover temporary files {verb}")
-        if report.missing:
-            lines.append(
-                self.style.ERROR(
-                    f"{report.missing} chunks named by manifests are missing: "
-                    "run failsafe_verify --all"
-                )
-            )
-        if report.missing_manifests:
-            lines.append(
-                self.style.ERROR(
-                    "Backups whose manifest is missing: " + ", ".join(report.missing_manifests)
-                )
-            )
-        if report.orphan_manifests:
-            lines.append(
-                "Manifests no backup row points at (kept): " + ", ".join(report.orphan_manifests)
-            )
-        self.emit(report.to_seed_json(), "\n".join(lines))
+        self.emit(seed.garbage(report), "\n".join(lines))

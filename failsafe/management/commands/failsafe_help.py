@@ -1,5 +1,6 @@
 from failsafe.management.base import FailsafeCommand
-from failsafe.terminal import help_payload
+from failsafe.render import seed, text
+from failsafe.terminal import COMMANDS
 
 MANAGE_COMMANDS = [
     "failsafe_status",
@@ -23,11 +24,4 @@ class Command(FailsafeCommand):
     help = "The failsafe commands, as the seed's help_failsafe shows them."
 
     def run(self, actor, **options):
-        payload = help_payload()
-        width = max(len(c["Command"]) for c in payload["Commands"])
-        lines = [payload["Message"]] + [
-            f"  {c['Command']:<{width}}  {c['Description']}" for c in payload["Commands"]
-        ]
-        lines.append("manage.py equivalents:")
-        lines += [f"  {name}" for name in MANAGE_COMMANDS]
-        self.emit(payload, "\n".join(lines))
+        self.emit(seed.help(COMMANDS), text.help(COMMANDS, MANAGE_COMMANDS))

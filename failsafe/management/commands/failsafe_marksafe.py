@@ -1,5 +1,6 @@
 from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -11,9 +12,4 @@ class Command(FailsafeCommand):
 
     def run(self, actor, *, backup_id, **options):
         backup = services.mark_safe(actor=actor, backup_id=backup_id)
-        payload = {
-            "Success": True,
-            "Message": "Backup marked as safe environment",
-            "BackupId": str(backup.id),
-        }
-        self.emit(payload, self.style.SUCCESS(f"Backup {backup.id} marked as safe environment"))
+        self.emit(seed.marked_safe(backup), self.style.SUCCESS(text.marked_safe(backup)))

@@ -1,7 +1,8 @@
 from django.core.management.base import CommandError
 
-from failsafe import presenters, services
+from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -29,15 +30,14 @@ class Command(FailsafeCommand):
                 result = services.restore(
                     actor=actor, backup_id=backup_id, dry_run=True, progress=progress
                 )
-            payload = result.to_seed_json()
-            self.emit(payload, presenters.restore_text(payload))
+            self.emit(seed.restore(result), text.restore(result))
             return
         if not yes:
             with self.progress() as progress:
                 preview = services.restore(
                     actor=actor, backup_id=backup_id, dry_run=True, progress=progress
                 )
-            self.stdout.write(presenters.restore_text(preview.to_seed_json()))
+            self.stdout.write(text.restore(preview))
             if input("Restore this backup? Type 'yes' to go on: ").strip().lower() != "yes":
                 raise CommandError("Restore cancelled; nothing was changed")
         password = self.read_secret("Failsafe password: ", from_stdin=password_stdin)
@@ -49,5 +49,4 @@ class Command(FailsafeCommand):
                 allow_cascade=allow_cascade,
                 progress=progress,
             )
-        payload = result.to_seed_json()
-        self.emit(payload, presenters.restore_text(payload))
+        self.emit(seed.restore(result), text.restore(result))

@@ -1,6 +1,6 @@
 from failsafe import services
 from failsafe.management.base import FailsafeCommand
-from licensing import services as licensing
+from failsafe.render import seed
 
 
 class Command(FailsafeCommand):
@@ -16,7 +16,7 @@ class Command(FailsafeCommand):
         )
 
     def run(self, actor, *, password_stdin, **options):
-        changing = licensing.failsafe_password_is_set()
+        changing = services.failsafe_password_is_set()
         if password_stdin:
             password = self.read_secret("", from_stdin=True)
             current = self.read_secret("", from_stdin=True) if changing else None
@@ -30,5 +30,4 @@ class Command(FailsafeCommand):
         result = services.set_failsafe_password(
             actor=actor, password=password, current_password=current
         )
-        payload = result.to_seed_json()
-        self.emit(payload, self.style.SUCCESS(payload["Message"]))
+        self.emit(seed.password(result), self.style.SUCCESS(result.message))

@@ -1,5 +1,6 @@
 from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -7,14 +8,4 @@ class Command(FailsafeCommand):
 
     def run(self, actor, **options):
         status = services.status(actor=actor)
-        lines = [
-            f"Failsafe password: {'set' if status.failsafe_password_set else 'NOT SET'}",
-            f"Backups: {status.total_backups} ({status.safe_backups} safe)",
-            f"Last safe backup: {status.last_safe_backup_id or 'none'}",
-            f"Last backup at: {status.last_backup_at or 'never'}",
-            f"System status: {status.system_status}",
-        ]
-        lines += [
-            f"LOCKED: {lock['Action']} until {lock['LockedUntil']}" for lock in status.lockouts
-        ]
-        self.emit(status.to_seed_json(), "\n".join(lines))
+        self.emit(seed.status(status), text.status(status))

@@ -25,7 +25,7 @@ class Command(FailsafeCommand):
             )
             self._print(reply.payload)
             if not reply.ok:
-                raise CommandError(reply.payload["Error"])
+                raise CommandError(reply.message)
             return
         interactive = sys.stdin.isatty()
         if interactive:

@@ -1,5 +1,6 @@
-from failsafe import presenters, services
+from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -20,5 +21,4 @@ class Command(FailsafeCommand):
             result = services.trigger(
                 actor=actor, passkey=passkey, reason=reason, progress=progress
             )
-        payload = result.to_seed_json()
-        self.emit(payload, presenters.trigger_text(payload))
+        self.emit(seed.trigger(result), text.trigger(result))

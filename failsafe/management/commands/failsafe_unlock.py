@@ -1,5 +1,6 @@
 from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -11,5 +12,4 @@ class Command(FailsafeCommand):
 
     def run(self, actor, *, account, **options):
         lifted = services.unlock(actor=actor, account=account)
-        payload = {"Success": True, "Message": f"{lifted} lockout(s) lifted", "Lifted": lifted}
-        self.emit(payload, self.style.SUCCESS(payload["Message"]))
+        self.emit(seed.unlocked(lifted), self.style.SUCCESS(text.unlocked(lifted)))

@@ -2,6 +2,7 @@ from django.core.management.base import CommandError
 
 from failsafe import services
 from failsafe.management.base import FailsafeCommand
+from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
@@ -17,18 +18,7 @@ class Command(FailsafeCommand):
             results = services.verify(
                 actor=actor, backup_id=backup_id, all_backups=all_backups, progress=progress
             )
-        payload = {
-            "Valid": all(r.ok for r in results),
-            "Checked": len(results),
-            "Backups": [r.to_seed_json() for r in results],
-        }
-        lines = [
-            f"{r.backup.id}  OK ({sum(r.counts.values())} records)"
-            if r.ok
-            else f"{r.backup.id}  CORRUPT: {r.error}"
-            for r in results
-        ]
-        self.emit(payload, "\n".join(lines))
-        if not payload["Valid"]:
-            bad = sum(1 for r in results if not r.ok)
+        self.emit(seed.verification(results), text.verification(results))
+        bad = sum(1 for r in results if not r.ok)
+        if bad:
             raise CommandError(f"{bad} of {len(results)} backups failed verification")

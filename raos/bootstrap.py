@@ -13,10 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Role
-
-from . import services
-from .exceptions import SuperAdminNameTaken
-from .models import License
+from licensing import services
+from licensing.exceptions import SuperAdminNameTaken
+from licensing.models import License
 
 DEMO_USER_PREFIX = "demo_user_"
 DEMO_LICENSE_INSTANCE = "demo"

@@ -7,8 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from failsafe.keys import ensure_keyset_file
-from licensing.bootstrap import BootstrapResult, bootstrap
 from licensing.exceptions import LicensingError
+from raos.bootstrap import BootstrapResult, bootstrap
 
 
 class Command(BaseCommand):

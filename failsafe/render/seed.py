@@ -1,0 +1,311 @@
+"""The seed's PascalCase JSON: the one place its field names are written.
+
+Every function takes a result object (a services result, an engine result, a model
+instance) and returns plain JSON-ready data. The terminal language answers with these, and
+each `manage.py failsafe_* --json` prints them.
+"""
+
+from __future__ import annotations
+
+from ..snapshot import iso
+
+MARKED_SAFE = "Backup marked as safe environment"
+BACKUP_CREATED = "Backup created"
+HELP_TITLE = "RaOS Failsafe commands (SuperAdmin only)"
+
+
+def refusal(message: str) -> dict:
+    return {"Success": False, "Error": message}
+
+
+def help(commands: list[tuple[str, str]]) -> dict:
+    return {
+        "Success": True,
+        "Message": HELP_TITLE,
+        "Commands": [{"Command": usage, "Description": text} for usage, text in commands],
+    }
+
+
+# --- status and password -------------------------------------------------------------
+
+
+def lockout(entry) -> dict:
+    return {
+        "Username": entry.username,
+        "Action": entry.action,
+        "Failures": entry.failures,
+        "LockedUntil": iso(entry.locked_until, timespec="seconds"),
+        "MinutesLeft": entry.minutes_left,
+    }
+
+
+def status(result) -> dict:
+    return {
+        "FailsafePasswordSet": result.failsafe_password_set,
+        "TotalBackups": result.total_backups,
+        "SafeBackups": result.safe_backups,
+        "LastSafeBackupId": result.last_safe_backup_id,
+        "LastBackupAtUtc": iso(result.last_backup_at),
+        "SystemStatus": result.system_status,
+        "Lockouts": [lockout(entry) for entry in result.lockouts],
+    }
+
+
+def password(result) -> dict:
+    return {
+        "Success": True,
+        "Message": result.message,
+        "Timestamp": iso(result.timestamp),
+        "Note": result.note,
+    }
+
+
+def lifted_message(lifted: int) -> str:
+    return f"{lifted} lockout(s) lifted"
+
+
+def unlocked(lifted: int) -> dict:
+    return {"Success": True, "Message": lifted_message(lifted), "Lifted": lifted}
+
+
+# --- backups -------------------------------------------------------------------------
+
+
+def backup(record) -> dict:
+    state = record.state or {}
+    return {
+        "Id": str(record.id),
+        "Type": record.type,
+        "Reason": record.reason,
+        "CreatedAtUtc": iso(record.created_at),
+        "CreatedBy": record.created_by_username or None,
+        "Status": record.status,
+        "IsSafe": record.is_safe,
+        "MarkedSafeAtUtc": iso(record.marked_safe_at),
+        "State": {
+            "Timestamp": state.get("Timestamp"),
+            "TotalUsers": state.get("TotalUsers"),
+            "ActiveSessions": state.get("ActiveSessions"),
+            "TotalLicenses": state.get("TotalLicenses"),
+        },
+        "ArchiveSize": record.archive_size,
+        "Error": record.error or None,
+    }
+
+
+def backup_list(backups) -> dict:
+    return {"TotalBackups": len(backups), "Backups": [backup(b) for b in backups]}
+
+
+def backup_created(record) -> dict:
+    return {
+        "Success": True,
+        "Message": BACKUP_CREATED,
+        "BackupId": str(record.id),
+        "Timestamp": iso(record.created_at),
+        "State": record.state,
+    }
+
+
+def marked_safe(record) -> dict:
+    return {"Success": True, "Message": MARKED_SAFE, "BackupId": str(record.id)}
+
+
+def verification(results) -> dict:
+    return {
+        "Valid": all(r.ok for r in results),
+        "Checked": len(results),
+        "Backups": [
+            {
+                "BackupId": str(r.backup.id),
+                "Valid": r.ok,
+                "Counts": r.counts,
+                "Error": r.error or None,
+            }
+            for r in results
+        ],
+    }
+
+
+def deleted(result) -> dict:
+    return {
+        "Success": True,
+        "Message": result.message,
+        "BackupId": result.backup_id,
+        "Type": result.backup_type,
+        "WasSafe": result.was_safe,
+        "Note": result.note,
+    }
+
+
+def garbage(report) -> dict:
+    return {
+        "Success": True,
+        "DryRun": report.dry_run,
+        "GraceSeconds": report.grace_seconds,
+        "ManifestsRead": report.manifests,
+        "ChunksFound": report.chunks,
+        "ChunksReferenced": report.referenced,
+        "ChunksDeleted": report.deleted,
+        "BytesFreed": report.bytes_freed,
+        "ChunksKeptRecent": report.kept_recent,
+        "TemporaryFilesDeleted": report.temp_files_deleted,
+        "ChunksMissing": report.missing,
+        "MissingManifests": report.missing_manifests,
+        "OrphanManifests": report.orphan_manifests,
+    }
+
+
+# --- comparison and investigation ----------------------------------------------------
+
+
+def _field_change(change):
+    return "changed" if change.secret else {"From": change.old, "To": change.new}
+
+
+def model_difference(difference) -> dict:
+    return {
+        "Added": {"Count": difference.added.count, "Records": list(difference.added.records)},
+        "Removed": {
+            "Count": difference.removed.count,
+            "Records": list(difference.removed.records),
+        },
+        "Modified": {
+            "Count": difference.modified.count,
+            "Records": [
+                {
+                    "Record": record.record,
+                    "Fields": {change.name: _field_change(change) for change in record.fields},
+                }
+                for record in difference.modified.records
+            ],
+        },
+        "Truncated": difference.truncated,
+    }
+
+
+def comparison(result) -> dict:
+    return {
+        "HasSafeBackup": result.has_safe_backup,
+        "SafeBackupId": result.safe_backup_id,
+        "Message": result.message,
+        "Issues": list(result.issues),
+        "Changes": list(result.changes),
+        "Details": {label: model_difference(d) for label, d in result.details.items()},
+    }
+
+
+def hint(entry) -> dict:
+    return {
+        "When": iso(entry.when),
+        "Source": entry.source,
+        "Action": entry.action,
+        "Target": entry.target,
+    }
+
+
+def root_cause(cause) -> dict:
+    return {
+        "Since": iso(cause.since),
+        "ByActor": {actor: [hint(h) for h in hints] for actor, hints in cause.by_actor.items()},
+        "Omitted": dict(cause.omitted),
+    }
+
+
+def investigation(report) -> dict:
+    return {
+        "Status": report.status,
+        "LastSafeBackup": report.last_safe_backup,
+        "Comparison": comparison(report.comparison),
+        "Recommendations": list(report.recommendations),
+        "RootCause": root_cause(report.root_cause),
+    }
+
+
+def trigger(result) -> dict:
+    return {
+        "Success": True,
+        "Message": result.message,
+        "BackupId": str(result.backup.id),
+        "Timestamp": iso(result.backup.created_at),
+        "Investigation": investigation(result.investigation),
+        "NextSteps": list(result.next_steps),
+    }
+
+
+# --- restore -------------------------------------------------------------------------
+
+
+def model_plan(plan) -> dict:
+    return {
+        "Model": plan.label,
+        "Insert": plan.insert,
+        "Update": plan.update,
+        "Delete": plan.delete,
+        "SampleInsert": plan.sample_insert,
+        "SampleUpdate": plan.sample_update,
+        "SampleDelete": plan.sample_delete,
+    }
+
+
+def cascade(hit) -> dict:
+    return {"Model": hit.model, "Count": hit.count, "Examples": hit.examples}
+
+
+def restore_plan(plan) -> dict:
+    return {
+        "IsNoop": plan.is_noop,
+        "Models": [model_plan(m) for m in plan.models],
+        "Cascades": [cascade(hit) for hit in plan.cascades],
+    }
+
+
+def restore(result) -> dict:
+    return {
+        "Success": True,
+        "Message": result.message,
+        "BackupId": str(result.backup.id),
+        "DryRun": result.dry_run,
+        "PreRestoreBackupId": str(result.pre_restore_backup.id)
+        if result.pre_restore_backup
+        else None,
+        "Plan": restore_plan(result.plan),
+        "Verification": None
+        if result.verification is None
+        else {
+            "Identical": result.verification.identical,
+            "Differences": list(result.verification.differences),
+        },
+        "SessionsFlushed": result.sessions_flushed,
+        "NextSteps": list(result.next_steps),
+    }
+
+
+# --- audit ---------------------------------------------------------------------------
+
+
+def audit_event(event) -> dict:
+    return {
+        "Seq": event.seq,
+        "When": iso(event.created_at),
+        "Actor": event.actor_username or None,
+        "Source": event.source,
+        "Action": event.action,
+        "Target": event.target,
+        "Outcome": event.outcome,
+        "Details": event.details,
+        "Ip": event.ip_address,
+    }
+
+
+def audit_events(events) -> dict:
+    return {"Events": [audit_event(e) for e in events]}
+
+
+def audit_chain(result) -> dict:
+    return {
+        "Valid": result.ok,
+        "Checked": result.checked,
+        "FirstBrokenSeq": result.first_broken_seq,
+        "Reason": result.reason or None,
+    }

@@ -1,0 +1,182 @@
+"""The commands' human text: what `manage.py failsafe_*` prints without --json.
+
+Each function takes the same result object the seed renderer takes and returns the lines
+a person reads at a terminal.
+"""
+
+from __future__ import annotations
+
+from ..snapshot import iso
+from . import seed
+
+
+def one_line(exc: BaseException) -> str:
+    """A refusal as the one line every door shows: the exception's words, whitespace folded."""
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _bullets(title: str, items) -> list[str]:
+    if not items:
+        return []
+    return [title] + [f"  - {item}" for item in items]
+
+
+def status(result) -> str:
+    lines = [
+        f"Failsafe password: {'set' if result.failsafe_password_set else 'NOT SET'}",
+        f"Backups: {result.total_backups} ({result.safe_backups} safe)",
+        f"Last safe backup: {result.last_safe_backup_id or 'none'}",
+        f"Last backup at: {iso(result.last_backup_at) or 'never'}",
+        f"System status: {result.system_status}",
+    ]
+    lines += [
+        f"LOCKED: {entry.action} until {iso(entry.locked_until, timespec='seconds')}"
+        for entry in result.lockouts
+    ]
+    return "\n".join(lines)
+
+
+def help(commands: list[tuple[str, str]], manage_commands: list[str]) -> str:
+    width = max(len(usage) for usage, _ in commands)
+    lines = [seed.HELP_TITLE] + [f"  {usage:<{width}}  {text}" for usage, text in commands]
+    lines.append("manage.py equivalents:")
+    lines += [f"  {name}" for name in manage_commands]
+    return "\n".join(lines)
+
+
+def backup_line(backup) -> str:
+    state = backup.state or {}
+    safe = "SAFE" if backup.is_safe else "    "
+    return (
+        f"{backup.id}  {backup.type:<11} {safe} {backup.status:<8} "
+        f"{backup.created_at:%Y-%m-%d %H:%M:%S}  users={state.get('TotalUsers', '-')} "
+        f"licenses={state.get('TotalLicenses', '-')} sessions={state.get('ActiveSessions', '-')}"
+        + (f"  {backup.reason}" if backup.reason else "")
+    )
+
+
+def backup_list(backups) -> str:
+    return "\n".join(backup_line(b) for b in backups) or "No backups yet."
+
+
+def backup_created(backup) -> str:
+    return f"{seed.BACKUP_CREATED}: {backup_line(backup)}"
+
+
+def marked_safe(backup) -> str:
+    return f"Backup {backup.id} marked as safe environment"
+
+
+def comparison(result) -> str:
+    lines = [result.message]
+    if result.safe_backup_id:
+        lines.append(f"Baseline: {result.safe_backup_id}")
+    lines += _bullets("Issues:", result.issues)
+    lines += _bullets("Changes:", result.changes)
+    return "\n".join(lines)
+
+
+def trigger(result) -> str:
+    report = result.investigation
+    lines = [
+        f"{result.message}: {result.backup.id} at {iso(result.backup.created_at)}",
+        comparison(report.comparison),
+    ]
+    lines += _bullets("Recommendations:", report.recommendations)
+    return "\n".join(lines)
+
+
+def restore(result) -> str:
+    lines = [f"{result.message} (backup {result.backup.id})"]
+    for plan in result.plan.models:
+        lines.append(
+            f"  {plan.label}: {plan.insert} to insert, {plan.update} to update, "
+            f"{plan.delete} to delete"
+        )
+    lines += _bullets(
+        "Would also delete outside the backup:",
+        [f"{hit.count} {hit.model}" for hit in result.plan.cascades],
+    )
+    if result.pre_restore_backup:
+        lines.append(f"Pre-restore backup: {result.pre_restore_backup.id}")
+    if result.verification is not None:
+        lines.append(
+            "Verified: the database is identical to the backup"
+            if result.verification.identical
+            else "NOT identical: " + "; ".join(result.verification.differences)
+        )
+    lines += _bullets("Next steps:", result.next_steps)
+    return "\n".join(lines)
+
+
+def verification(results) -> str:
+    return "\n".join(
+        f"{r.backup.id}  OK ({sum(r.counts.values())} records)"
+        if r.ok
+        else f"{r.backup.id}  CORRUPT: {r.error}"
+        for r in results
+    )
+
+
+def deleted(result) -> str:
+    text = f"Backup {result.backup_id} deleted"
+    if result.note:
+        text += f"\n{result.note}"
+    return text
+
+
+def garbage(report) -> list[tuple[str, bool]]:
+    """(line, is_alarm) pairs: the command colours the alarms."""
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = [
+        (
+            f"{report.deleted} unused chunks {verb} ({report.bytes_freed} bytes); "
+            f"{report.referenced} of {report.chunks} chunks in use by {report.manifests} "
+            f"manifests; {report.kept_recent} unused but younger than "
+            f"{report.grace_seconds} s kept",
+            False,
+        )
+    ]
+    if report.temp_files_deleted:
+        lines.append((f"{report.temp_files_deleted} leftover temporary files {verb}", False))
+    if report.missing:
+        lines.append(
+            (
+                f"{report.missing} chunks named by manifests are missing: "
+                "run failsafe_verify --all",
+                True,
+            )
+        )
+    if report.missing_manifests:
+        lines.append(
+            ("Backups whose manifest is missing: " + ", ".join(report.missing_manifests), True)
+        )
+    if report.orphan_manifests:
+        lines.append(
+            (
+                "Manifests no backup row points at (kept): " + ", ".join(report.orphan_manifests),
+                False,
+            )
+        )
+    return lines
+
+
+def audit_line(event) -> str:
+    return (
+        f"#{event.seq:<6} {event.created_at:%Y-%m-%d %H:%M:%S} {event.outcome:<7} "
+        f"{event.action:<24} {event.actor_username or '-':<16} {event.source:<8} {event.target}"
+    )
+
+
+def audit_events(events) -> str:
+    return "\n".join(audit_line(e) for e in events) or "No audit events."
+
+
+def audit_chain(result) -> str:
+    if result.ok:
+        return f"Audit chain intact: {result.checked} events verified"
+    return f"AUDIT CHAIN BROKEN at event #{result.first_broken_seq}: {result.reason}"
+
+
+def unlocked(lifted: int) -> str:
+    return seed.lifted_message(lifted)

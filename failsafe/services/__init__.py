@@ -1,0 +1,67 @@
+"""The failsafe's one entry point: every door (commands, API, admin, terminal) calls these.
+
+Each operation checks the actor, does its work, and writes one audit event whatever the
+outcome (guards.audited). Results are plain data (results.py); each door renders them.
+"""
+
+from .administration import (
+    audit_events,
+    failsafe_password_is_set,
+    last_audit_verification,
+    set_failsafe_password,
+    status,
+    unlock,
+    verify_audit_chain,
+)
+from .backups import (
+    collect_garbage,
+    create_backup,
+    delete_backup,
+    get_backup,
+    last_safe_backup,
+    list_backups,
+    mark_safe,
+    parse_backup_id,
+    verify,
+)
+from .comparing import compare, trigger
+from .guards import Actor, resolve_superadmin
+from .restoring import restore
+from .results import (
+    DeleteResult,
+    PasswordResult,
+    RestoreResult,
+    Status,
+    TriggerResult,
+    VerifyResult,
+)
+
+__all__ = [
+    "Actor",
+    "DeleteResult",
+    "PasswordResult",
+    "RestoreResult",
+    "Status",
+    "TriggerResult",
+    "VerifyResult",
+    "audit_events",
+    "collect_garbage",
+    "compare",
+    "create_backup",
+    "delete_backup",
+    "failsafe_password_is_set",
+    "get_backup",
+    "last_audit_verification",
+    "last_safe_backup",
+    "list_backups",
+    "mark_safe",
+    "parse_backup_id",
+    "resolve_superadmin",
+    "restore",
+    "set_failsafe_password",
+    "status",
+    "trigger",
+    "unlock",
+    "verify",
+    "verify_audit_chain",
+]

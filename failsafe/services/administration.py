@@ -1,0 +1,93 @@
+"""The failsafe itself: its status, its password, its audit trail and its lockouts."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+from django.utils import timezone
+
+from licensing import services as licensing
+
+from .. import audit, lockout
+from ..models import AuditEvent, Backup
+from .backups import last_safe_backup
+from .guards import ACTION_SET_PASSWORD, Actor, audited, require_superadmin, secret_attempt
+from .results import PasswordResult, Status
+
+
+def failsafe_password_is_set() -> bool:
+    """Whether the failsafe password is set: what a door asks to choose the form it shows."""
+    return licensing.failsafe_password_is_set()
+
+
+def status(*, actor: Actor) -> Status:
+    with audited(actor, "failsafe.status"):
+        require_superadmin(actor)
+        complete = Backup.objects.filter(status=Backup.Status.COMPLETE)
+        safe = last_safe_backup()
+        newest = complete.order_by("-created_at").first()
+        return Status(
+            failsafe_password_set=licensing.failsafe_password_is_set(),
+            total_backups=complete.count(),
+            safe_backups=complete.filter(is_safe=True).count(),
+            last_safe_backup_id=str(safe.id) if safe else None,
+            last_backup_at=newest.created_at if newest else None,
+            lockouts=lockout.lockout_status(username=actor.username),
+        )
+
+
+def set_failsafe_password(
+    *, actor: Actor, password: str, current_password: str | None = None
+) -> PasswordResult:
+    with audited(actor, ACTION_SET_PASSWORD) as details:
+        require_superadmin(actor)
+        changing = licensing.failsafe_password_is_set()
+        details["change"] = changing
+        # Changing it checks the current password: that is a guess, and guesses are limited.
+        guard = secret_attempt(actor, ACTION_SET_PASSWORD) if changing else nullcontext()
+        with guard:
+            replaced = licensing.set_failsafe_password(
+                password=password, user=actor.user, current_password=current_password
+            )
+        return PasswordResult(replaced=replaced, timestamp=timezone.now())
+
+
+ACTION_VERIFY_AUDIT = "failsafe.audit.verify"
+
+
+def verify_audit_chain(*, actor: Actor) -> audit.ChainVerification:
+    with audited(actor, ACTION_VERIFY_AUDIT) as details:
+        require_superadmin(actor)
+        result = audit.verify_chain()
+        details.update(
+            ok=result.ok,
+            checked=result.checked,
+            first_broken_seq=result.first_broken_seq,
+            reason=result.reason,
+        )
+        return result
+
+
+def last_audit_verification() -> AuditEvent | None:
+    """The newest completed check of the audit chain: its event's details say what it found."""
+    return (
+        AuditEvent.objects.filter(
+            action=ACTION_VERIFY_AUDIT, outcome=AuditEvent.Outcome.SUCCESS
+        )
+        .order_by("-seq")
+        .first()
+    )
+
+
+def audit_events(*, actor: Actor):
+    with audited(actor, "failsafe.audit"):
+        require_superadmin(actor)
+        return AuditEvent.objects.order_by("-seq")
+
+
+def unlock(*, actor: Actor, account: str | None = None) -> int:
+    with audited(actor, "failsafe.unlock", target=account or "all") as details:
+        require_superadmin(actor)
+        lifted = lockout.unlock(username=account)
+        details["lifted"] = lifted
+        return lifted

@@ -1,0 +1,241 @@
+"""Backups: finding, taking, marking safe, verifying, deleting, and collecting their parts."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import archives, audit, capture, oplock
+from ..conf import setting
+from ..exceptions import (
+    ArchiveCorrupt,
+    BackupNotFound,
+    BackupNotUsable,
+    FailsafeError,
+    InvalidBackupId,
+)
+from ..models import Backup
+from ..progress import Progress, reporting, stage
+from .guards import ACTION_DELETE, ACTION_GC, Actor, audited, require_superadmin
+from .results import DeleteResult, VerifyResult
+
+
+def parse_backup_id(value) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidBackupId(f"Invalid backup id: {str(value)[:64]!r}") from None
+
+
+def get_backup(backup_id) -> Backup:
+    pk = parse_backup_id(backup_id)
+    try:
+        return Backup.objects.get(pk=pk)
+    except Backup.DoesNotExist:
+        raise BackupNotFound(f"Backup not found: {pk}") from None
+
+
+def usable_backup(backup_id) -> Backup:
+    backup = get_backup(backup_id)
+    if not backup.is_complete:
+        raise BackupNotUsable(f"Backup {backup.id} is {backup.status.lower()}: it has no archive")
+    return backup
+
+
+def last_safe_backup() -> Backup | None:
+    return (
+        Backup.objects.filter(is_safe=True, status=Backup.Status.COMPLETE)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def list_backups(*, actor: Actor, backup_type: str | None = None, safe: bool | None = None):
+    with audited(actor, "failsafe.backups"):
+        require_superadmin(actor)
+        backups = Backup.objects.order_by("-created_at")
+        if backup_type:
+            backups = backups.filter(type=backup_type.upper())
+        if safe is not None:
+            backups = backups.filter(is_safe=safe)
+        return backups
+
+
+def create_backup(
+    *,
+    actor: Actor,
+    backup_type: str = Backup.Type.MANUAL,
+    reason: str = "",
+    progress: Progress | None = None,
+) -> Backup:
+    with audited(actor, "failsafe.backup") as details, reporting(progress):
+        require_superadmin(actor)
+        if backup_type not in (Backup.Type.MANUAL, Backup.Type.SCHEDULED):
+            raise FailsafeError(f"Backup type must be MANUAL or SCHEDULED, not {backup_type!r}")
+        backup = take_backup(actor=actor, backup_type=backup_type, reason=reason)
+        details.update(backup_id=str(backup.id), type=backup.type)
+        return backup
+
+
+def take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
+    """Capture the live state into a new archive; a failure leaves a FAILED row, no archive."""
+    holder = f"{backup_type.lower()} backup by {actor.username or 'system'}"
+    with oplock.operation_lock(holder=holder, reentrant=True):
+        backup = Backup.objects.create(
+            type=backup_type,
+            reason=reason,
+            created_by_id=getattr(actor.user, "pk", None),
+            created_by_username=actor.username,
+        )
+        try:
+            with capture.consistent_read():
+                state = capture.system_state()
+                head_seq, head_hash = audit.head()
+                label = f"{Backup.Type(backup_type).label} backup"
+                with stage(label, archives.rows_counted(state)):
+                    info = archives.write(backup, state=state, sections=capture.live_sections())
+        except Exception as exc:
+            backup.status = Backup.Status.FAILED
+            backup.error = str(exc)[:2000]
+            backup.finished_at = timezone.now()
+            backup.save(update_fields=["status", "error", "finished_at"])
+            raise
+        backup.state = state
+        backup.archive_name = info.name
+        backup.archive_size = info.size
+        backup.bytes_written = info.bytes_written
+        backup.archive_sha256 = info.sha256
+        backup.format_version = info.format_version
+        backup.key_id = info.key_id
+        backup.audit_head_seq = head_seq or None
+        backup.audit_head_hash = head_hash if head_seq else ""
+        backup.status = Backup.Status.COMPLETE
+        backup.finished_at = timezone.now()
+        backup.save()
+        return backup
+
+
+def mark_safe(*, actor: Actor, backup_id) -> Backup:
+    with audited(actor, "failsafe.marksafe", target=str(backup_id)[:64]):
+        require_superadmin(actor)
+        backup = usable_backup(backup_id)
+        # A backup that cannot be read back is no baseline: check it before trusting it.
+        archives.verify(backup)
+        with transaction.atomic():
+            backup = Backup.objects.select_for_update().get(pk=backup.pk)
+            if not backup.is_safe:
+                backup.is_safe = True
+                backup.marked_safe_at = timezone.now()
+                backup.marked_safe_by_username = actor.username
+                backup.save(update_fields=["is_safe", "marked_safe_at", "marked_safe_by_username"])
+        return backup
+
+
+def verify(
+    *,
+    actor: Actor,
+    backup_id=None,
+    all_backups: bool = False,
+    progress: Progress | None = None,
+) -> list[VerifyResult]:
+    target = "all" if all_backups else str(backup_id or "latest")[:64]
+    with audited(actor, "failsafe.verify", target=target) as details, reporting(progress):
+        require_superadmin(actor)
+        if all_backups:
+            backups = list(Backup.objects.filter(status=Backup.Status.COMPLETE))
+        elif backup_id:
+            backups = [usable_backup(backup_id)]
+        else:
+            newest = Backup.objects.filter(status=Backup.Status.COMPLETE).first()
+            if newest is None:
+                raise BackupNotFound("No backups to verify yet")
+            backups = [newest]
+        results = []
+        # Backups share most of their chunks: each is read and checked once per run.
+        checked_chunks: set[bytes] = set()
+        for backup in backups:
+            try:
+                counts = archives.verify(backup, checked_chunks=checked_chunks)
+                results.append(VerifyResult(backup, True, counts=counts))
+            except ArchiveCorrupt as exc:
+                results.append(VerifyResult(backup, False, error=str(exc)))
+        details.update(
+            checked=len(results), corrupt=[str(r.backup.id) for r in results if not r.ok]
+        )
+        return results
+
+
+def _refuse_deletion(backup: Backup, *, force: bool) -> None:
+    if force:
+        return
+    if backup.status == Backup.Status.RUNNING:
+        raise FailsafeError(
+            f"Backup {backup.id} is still running: wait for it to finish "
+            "(if the process that took it is gone, pass --force)"
+        )
+    if (
+        backup.is_safe
+        and backup.is_complete
+        and not Backup.objects.filter(is_safe=True, status=Backup.Status.COMPLETE)
+        .exclude(pk=backup.pk)
+        .exists()
+    ):
+        raise FailsafeError(
+            f"Backup {backup.id} is the only safe backup: without it there is nothing to "
+            "compare against or restore to. Mark another backup safe first, or pass --force"
+        )
+
+
+def delete_backup(*, actor: Actor, backup_id, force: bool = False) -> DeleteResult:
+    """Deletes a backup's row and its own archive (a manifest, or a format-1 file).
+
+    Refuses a RUNNING backup and the only safe one unless `force`; a backup that is really
+    being written is refused even then, because its writer holds the operation lock.
+    Shared chunks stay until collect_garbage finds no other backup naming them.
+    """
+    with audited(actor, ACTION_DELETE, target=str(backup_id)[:64]) as details:
+        require_superadmin(actor)
+        details["force"] = force
+        backup = get_backup(backup_id)
+        holder = f"deletion of backup {backup.id} by {actor.username}"
+        with oplock.operation_lock(holder=holder), transaction.atomic():
+            backup = Backup.objects.select_for_update().get(pk=backup.pk)
+            _refuse_deletion(backup, force=force)
+            result = DeleteResult(
+                backup_id=str(backup.id),
+                backup_type=backup.type,
+                was_safe=backup.is_safe,
+                left_shared_parts=archives.keeps_shared_parts(backup),
+            )
+            details.update(type=backup.type, status=backup.status, was_safe=backup.is_safe)
+            # The file first: if deleting the row then fails, the row says the archive is
+            # missing and the deletion can be retried; the other way round, a manifest
+            # nobody lists would keep its chunks forever.
+            archives.delete(backup)
+            backup.delete()
+        return result
+
+
+def collect_garbage(*, actor: Actor, dry_run: bool = False) -> archives.GarbageReport:
+    """Deletes the chunks no backup's manifest names, older than GC_GRACE_SECONDS.
+
+    Runs under the operation lock, so never while a backup is writing chunks: raises
+    OperationInProgress then. Raises ArchiveCorrupt, deleting nothing, when a manifest
+    cannot be read.
+    """
+    with audited(actor, ACTION_GC) as details:
+        require_superadmin(actor)
+        details["dry_run"] = dry_run
+        with oplock.operation_lock(holder=f"garbage collection by {actor.username or 'system'}"):
+            report = archives.collect_garbage(
+                grace_seconds=int(setting("GC_GRACE_SECONDS")), dry_run=dry_run
+            )
+        details.update(
+            deleted=report.deleted,
+            bytes_freed=report.bytes_freed,
+            kept_recent=report.kept_recent,
+            missing=report.missing,
+        )
+        return report

@@ -1,0 +1,95 @@
+"""Comparisons and the emergency trigger: what changed since the last safe backup."""
+
+from __future__ import annotations
+
+from licensing import services as licensing
+
+from .. import archives, capture
+from ..compare import ComparisonResult
+from ..compare import compare as compare_snapshots
+from ..exceptions import ArchiveCorrupt, FailsafeError
+from ..investigate import investigate
+from ..models import Backup
+from ..progress import Progress, reporting, stage
+from .backups import last_safe_backup, take_backup, usable_backup
+from .guards import ACTION_TRIGGER, Actor, audited, require_superadmin, secret_attempt
+from .results import TriggerResult
+
+
+def _rows_archived(*backups: Backup | None) -> int | None:
+    """Rows a compare reads from archives (the live side is not counted): the backups'."""
+    counts = [archives.rows_counted(backup.state) for backup in backups if backup is not None]
+    return None if None in counts else sum(counts)
+
+
+def compare_with_baseline(*, baseline: Backup | None, current: Backup | None) -> ComparisonResult:
+    """Compare `current` (None: live) against `baseline`; an unreadable baseline is an issue."""
+    if baseline is None:
+        return ComparisonResult.no_safe_backup()
+    try:
+        with stage("Compare", _rows_archived(baseline, current)):
+            if current is None:
+                with archives.open_snapshot(baseline) as old, capture.live_snapshot() as new:
+                    return compare_snapshots(
+                        baseline=old, current=new, baseline_backup_id=str(baseline.id)
+                    )
+            with archives.open_pair(baseline, current) as (old, new):
+                return compare_snapshots(
+                    baseline=old, current=new, baseline_backup_id=str(baseline.id)
+                )
+    except ArchiveCorrupt as exc:
+        if current is not None and str(current.id) in str(exc):
+            raise
+        return ComparisonResult.unreadable_baseline(str(baseline.id), str(exc))
+
+
+def compare(
+    *, actor: Actor, backup_id=None, against=None, progress: Progress | None = None
+) -> ComparisonResult:
+    """Compare a backup (default: the live database) against another or the last safe one."""
+    target = f"{backup_id or 'live'} against {against or 'last safe'}"
+    with audited(actor, "failsafe.compare", target=target[:255]) as details, reporting(progress):
+        require_superadmin(actor)
+        current = None if backup_id in (None, "", "live") else usable_backup(backup_id)
+        if against in (None, ""):
+            baseline = last_safe_backup()
+        elif against == "live":
+            baseline = None
+            if current is None:
+                raise FailsafeError("Comparing the live database against itself shows nothing")
+        else:
+            baseline = usable_backup(against)
+        if against == "live":
+            with (
+                stage("Compare", _rows_archived(current)),
+                capture.live_snapshot() as old,
+                archives.open_snapshot(current) as new,
+            ):
+                result = compare_snapshots(baseline=old, current=new, baseline_backup_id=None)
+        else:
+            result = compare_with_baseline(baseline=baseline, current=current)
+        details.update(issues=len(result.issues), changes=len(result.changes))
+        return result
+
+
+def trigger(
+    *, actor: Actor, passkey: str, reason: str = "", progress: Progress | None = None
+) -> TriggerResult:
+    """Take an emergency backup and investigate it against the last safe backup.
+
+    It runs exactly when things are broken, so a missing or unreadable baseline becomes an
+    issue in the report instead of a failure.
+    """
+    with audited(actor, ACTION_TRIGGER) as details, reporting(progress):
+        require_superadmin(actor)
+        licensing.require_failsafe_password_set()
+        with secret_attempt(actor, ACTION_TRIGGER):
+            licensing.require_valid_passkey(passkey)
+        backup = take_backup(
+            actor=actor, backup_type=Backup.Type.EMERGENCY, reason=reason or "Emergency trigger"
+        )
+        safe_backup = last_safe_backup()
+        comparison = compare_with_baseline(baseline=safe_backup, current=backup)
+        report = investigate(comparison=comparison, safe_backup=safe_backup)
+        details.update(backup_id=str(backup.id), issues=comparison.issues[:20])
+        return TriggerResult(backup=backup, investigation=report)

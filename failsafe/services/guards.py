@@ -1,0 +1,97 @@
+"""Who may act, and the audit event every operation leaves whatever its outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+
+from accounts.models import Role
+from accounts.permissions import is_superadmin
+from licensing.exceptions import LicensingError
+
+from .. import audit, lockout
+from ..exceptions import NotSuperAdmin
+from ..models import AuditEvent
+
+ACTION_TRIGGER = "failsafe.trigger"
+ACTION_RESTORE = "failsafe.restore"
+ACTION_SET_PASSWORD = "failsafe.setpassword"
+ACTION_DELETE = "failsafe.delete"
+ACTION_GC = "failsafe.gc"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, and through which door."""
+
+    user: object
+    source: str = AuditEvent.Source.CLI
+    ip: str | None = None
+
+    @property
+    def username(self) -> str:
+        return getattr(self.user, "username", "") or ""
+
+
+def resolve_superadmin(username: str | None = None):
+    """The acting SuperAdmin for a command: the one named, or the only one there is."""
+    User = get_user_model()
+    if username:
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            raise NotSuperAdmin(f"No such user: {username}")
+        return user
+    superadmins = list(User.objects.filter(role=Role.SUPERADMIN, is_active=True)[:2])
+    if len(superadmins) != 1:
+        raise NotSuperAdmin(
+            "No SuperAdmin exists: run manage.py raos_bootstrap --superadmin NAME"
+            if not superadmins
+            else "Several SuperAdmins exist: name the acting one with --user USERNAME"
+        )
+    return superadmins[0]
+
+
+@contextmanager
+def audited(actor: Actor, action: str, target: str = "") -> Iterator[dict]:
+    """Yield a dict of details to fill in; record the outcome when the block ends.
+
+    The event is written outside the operation's own transaction, so a refused or failed
+    operation is on record even when its writes roll back.
+    """
+    details: dict = {}
+    try:
+        yield details
+    except (PermissionDenied, LicensingError) as exc:
+        # Denials (wrong secret, lockout, wrong role, missing password) and licensing refusals.
+        _record(actor, action, target, AuditEvent.Outcome.DENIED, {**details, "reason": str(exc)})
+        raise
+    except Exception as exc:
+        _record(actor, action, target, AuditEvent.Outcome.FAILED, {**details, "error": str(exc)})
+        raise
+    _record(actor, action, target, AuditEvent.Outcome.SUCCESS, details)
+
+
+def _record(actor: Actor, action: str, target: str, outcome: str, details: dict) -> None:
+    audit.record(
+        action=action,
+        outcome=outcome,
+        source=actor.source,
+        actor=actor.user,
+        target=target,
+        details=details,
+        ip=actor.ip,
+    )
+
+
+def require_superadmin(actor: Actor) -> None:
+    if not is_superadmin(actor.user):
+        raise NotSuperAdmin("SuperAdmin only")
+
+
+def secret_attempt(actor: Actor, action: str):
+    """Guard one check of a secret with the lockout (see failsafe.lockout.attempt)."""
+    return lockout.attempt(username=actor.username, action=action)

@@ -1,0 +1,124 @@
+"""What the operations return: plain data, with the wording the seed gives each outcome.
+
+Doors render these (failsafe.render for the seed's JSON and the commands' text, the API's
+serializers, the admin's templates); nothing here knows any of those shapes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from ..investigate import Investigation
+from ..lockout import Lockout
+from ..models import Backup
+from ..restore import RestorePlan
+
+STATUS_OPERATIONAL = "Operational"
+STATUS_NO_PASSWORD = "Failsafe password not set"
+
+
+@dataclass
+class Status:
+    failsafe_password_set: bool
+    total_backups: int
+    safe_backups: int
+    last_safe_backup_id: str | None
+    last_backup_at: datetime.datetime | None
+    lockouts: list[Lockout] = field(default_factory=list)
+
+    @property
+    def system_status(self) -> str:
+        return STATUS_OPERATIONAL if self.failsafe_password_set else STATUS_NO_PASSWORD
+
+
+@dataclass
+class PasswordResult:
+    replaced: bool
+    timestamp: datetime.datetime
+    note: str = "Password encrypted and stored securely"
+
+    @property
+    def message(self) -> str:
+        if self.replaced:
+            return "Failsafe password changed successfully"
+        return "Failsafe password set successfully"
+
+
+@dataclass
+class TriggerResult:
+    backup: Backup
+    investigation: Investigation
+    message: str = "Emergency failsafe backup created"
+    next_steps: list[str] = field(
+        default_factory=lambda: [
+            "Review the comparison results",
+            "Investigate identified issues",
+            "Restore from backup if needed",
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the check after a restore found: identical, or the differences it named."""
+
+    identical: bool
+    differences: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RestoreResult:
+    backup: Backup
+    plan: RestorePlan
+    dry_run: bool
+    pre_restore_backup: Backup | None = None
+    sessions_flushed: int = 0
+
+    @property
+    def verification(self) -> Verification | None:
+        """None for a dry run. A restore returns only after the engine found the database
+        identical to the archive; anything else raised and rolled back."""
+        return None if self.dry_run else Verification(identical=True)
+
+    @property
+    def message(self) -> str:
+        return "Dry run: nothing was changed" if self.dry_run else "Backup restoration completed"
+
+    @property
+    def next_steps(self) -> list[str]:
+        if self.dry_run:
+            return []
+        return [
+            "Verify system functionality",
+            "Check user accounts and licenses",
+            "Everyone must log in again: all sessions were ended",
+            "Create a new safe backup if the system is stable",
+        ]
+
+
+@dataclass
+class VerifyResult:
+    backup: Backup
+    ok: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class DeleteResult:
+    backup_id: str
+    backup_type: str
+    was_safe: bool
+    # Parts it shared with other backups stay until failsafe_gc finds nobody needs them.
+    left_shared_parts: bool
+    message: str = "Backup deleted"
+
+    @property
+    def note(self) -> str | None:
+        if not self.left_shared_parts:
+            return None
+        return (
+            "Chunks it shared with other backups are kept; "
+            "run failsafe_gc to free the space of the others"
+        )

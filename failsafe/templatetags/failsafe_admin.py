@@ -1,0 +1,19 @@
+"""Filters the failsafe's admin templates use to show result objects as they are."""
+
+import json
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def as_json(value) -> str:
+    """A compared value as JSON, so a string, a number and null look different."""
+    return json.dumps(value)
+
+
+@register.filter
+def lookup(mapping, key):
+    """mapping[key], or None: for dicts keyed by data, such as per-actor counts."""
+    return (mapping or {}).get(key)
