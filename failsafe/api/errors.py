@@ -14,6 +14,7 @@ from licensing.exceptions import (
 )
 
 from .. import exceptions as fs
+from ..render.text import one_line
 
 STATUS_BY_ERROR = [
     (fs.LockedOut, status.HTTP_429_TOO_MANY_REQUESTS),
@@ -46,5 +47,5 @@ def status_for(exc: Exception) -> int | None:
 def exception_handler(exc, context):
     code = status_for(exc)
     if code is not None:
-        return Response({"detail": " ".join(str(exc).split())}, status=code)
+        return Response({"detail": one_line(exc)}, status=code)
     return drf_exception_handler(exc, context)
