@@ -251,7 +251,11 @@ def mark_safe(ctx: Context) -> dict:
     actor = ctx.actor()
     timer = Stopwatch()
     with timer.running():
-        backup = services.mark_safe(actor=actor, backup_id=ctx.state["full_backup_id"])
+        backup = services.mark_safe(
+            actor=actor,
+            backup_id=ctx.state["full_backup_id"],
+            password=ctx.state["failsafe_password"],
+        )
     return {"seconds": timer.seconds, "is_safe": backup.is_safe}
 
 

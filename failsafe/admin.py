@@ -15,6 +15,7 @@ import json
 from functools import wraps
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
@@ -28,10 +29,11 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from accounts.admin import SuperAdminReadOnlyAdmin
 from accounts.permissions import is_superadmin
+from licensing.exceptions import LicensingError
 
 from . import services
 from .exceptions import REFUSALS, BackupNotFound, InvalidBackupId
-from .forms import CompareForm, FailsafePasswordForm, RestoreForm, TriggerForm
+from .forms import CompareForm, FailsafePasswordForm, MarkSafeForm, RestoreForm, TriggerForm
 from .models import AuditEvent, Backup
 from .render.text import one_line
 from .web import request_actor
@@ -174,20 +176,40 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
 
     # Actions.
 
-    @admin.action(description="Mark as safe")
+    @admin.action(description="Mark as safe…")
     def mark_safe_action(self, request, queryset):
+        """Marking safe changes what is trusted: a page asks for the failsafe password."""
+        form = MarkSafeForm(request.POST if "apply" in request.POST else None)
+        if not (form.is_bound and form.is_valid()):
+            context = self._context(
+                request,
+                "Mark as safe?",
+                backups=queryset.order_by("created_at"),
+                form=form,
+                action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
+            )
+            template = "admin/failsafe/backup/mark_safe_confirm.html"
+            return TemplateResponse(request, template, context)
         actor = admin_actor(request)
         marked = 0
         for backup in queryset.order_by("created_at"):
             try:
-                services.mark_safe(actor=actor, backup_id=backup.pk)
+                services.mark_safe(
+                    actor=actor,
+                    backup_id=backup.pk,
+                    password=form.cleaned_data["failsafe_password"],
+                    accept_issues=form.cleaned_data["accept_issues"],
+                )
             except REFUSALS as exc:
                 self.message_user(request, one_line(exc), messages.ERROR)
+                if isinstance(exc, PermissionDenied | LicensingError):
+                    break  # a wrong password is not tried again on the next backup
             else:
                 marked += 1
         if marked:
             noun = "backup" if marked == 1 else "backups"
             self.message_user(request, f"{marked} {noun} marked as safe.", messages.SUCCESS)
+        return None
 
     @admin.action(description="Compare with…")
     def compare_action(self, request, queryset):
@@ -276,6 +298,8 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                     backup_id=backup.pk,
                     password=form.cleaned_data["failsafe_password"],
                     allow_cascade=form.cleaned_data["allow_cascade"],
+                    without_pre_restore_backup=form.cleaned_data["without_pre_restore_backup"],
+                    confirmation=form.cleaned_data["confirmation"],
                 )
             except REFUSALS as exc:
                 self.message_user(request, one_line(exc), messages.ERROR)

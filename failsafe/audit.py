@@ -3,8 +3,14 @@
 Each event's hash covers its own content and the previous event's hash, under a key that
 lives in settings and never in the database. Someone with write access to the table can
 change, delete or reorder rows, but cannot recompute the hashes, so `verify_chain` finds the
-first place the chain was broken. Backups record the chain's head when they are taken, which
-also makes a truncated tail detectable.
+first place the chain was broken.
+
+What a chain cannot show by itself is its own end: deleting the newest events, or every
+event, leaves a shorter chain that verifies. So after each event is committed, its seq and
+hash are anchored outside the database, in the archive storage (`archive.anchors`), and
+`verify_chain` checks the table against the anchors: an anchored event that is gone is a
+deleted tail or a wiped table, one whose hash differs was rewritten, even by someone who had
+the audit key. Backups also record the chain's head when they are taken.
 """
 
 from __future__ import annotations
@@ -13,15 +19,23 @@ import datetime
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 
+from .archive import get_store
+from .archive.anchors import Anchor, anchor_log
 from .conf import setting
 from .models import AuditEvent, Backup
 from .snapshot import json_safe, printable
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # Changing the format tag or the field order breaks every existing chain.
@@ -29,16 +43,32 @@ FORMAT_TAG = "raos-failsafe-audit-v1"
 # Any constant works as long as every process uses the same one; this is "RAOSAUDT" in ASCII.
 APPEND_LOCK_ID = 0x52414F5341554454
 APPEND_ATTEMPTS = 5
+# Anchors checked against the table per query: few enough parameters for any database.
+ANCHOR_BATCH = 500
 
 
 @dataclass(frozen=True)
 class ChainVerification:
-    """What `verify_chain` found; `checked` counts the events that verified intact."""
+    """What `verify_chain` found; `checked` counts the events that verified intact.
+
+    The verdict is the first four fields, and equality compares only those. The rest say
+    what the anchors outside the database showed: `anchored_seq`, the highest event they
+    name; `unanchored`, how many of the newest events they do not cover yet (their anchor
+    could not be written: see the log); `deleted_after`, N when the anchors name events
+    after the table's last event #N (0: the table is empty); `wiped`, the table holds none
+    of the anchored trail, or another event #1; `unreadable_anchors`, anchor lines that
+    could not be parsed (a torn write, or tampering with the storage).
+    """
 
     ok: bool
     checked: int
     first_broken_seq: int | None
     reason: str
+    anchored_seq: int = field(default=0, compare=False)
+    unanchored: int = field(default=0, compare=False)
+    deleted_after: int | None = field(default=None, compare=False)
+    wiped: bool = field(default=False, compare=False)
+    unreadable_anchors: int = field(default=0, compare=False)
 
 
 def record(
@@ -58,6 +88,10 @@ def record(
     a longer transaction the append lock is held until that transaction ends (PostgreSQL:
     other processes' audit writes wait for it; SQLite: if the transaction read before it
     wrote, a concurrent writer can make this fail with "database is locked").
+
+    Once the event is committed its anchor is written (see `_anchor`); an event rolled back
+    with its transaction is never anchored. When the anchor cannot be written the event
+    stays recorded and `verify_chain` shows it as not anchored.
 
     `actor` is a User or None; only its id and username are stored, so deleting the user
     leaves the event as it was. Values under keys that look like secrets (password,
@@ -105,7 +139,25 @@ def _append(content: dict) -> AuditEvent:
         )
         event.hash = event_hash(event)
         event.save()
+        # After the commit, not before: an anchor naming an event that was then rolled back
+        # would read as a deleted event forever after.
+        seq, mac = event.seq, event.hash
+        transaction.on_commit(lambda: _anchor(seq, mac))
         return event
+
+
+def _anchor(seq: int, mac: str) -> None:
+    """Anchors one committed event outside the database, or logs why it could not.
+
+    One small synced append (or one object) per event. A failure never loses the event:
+    it is committed already. Until a later anchor is written it shows as "not anchored" in
+    `verify_chain`; the next anchor covers it too, because each event's hash covers the
+    hashes before it.
+    """
+    try:
+        anchor_log(get_store().storage).append(Anchor(seq=seq, mac=mac))
+    except Exception as exc:  # any storage backend's failure: disk full, read-only, offline
+        logger.error("Audit event #%s could not be anchored outside the database: %s", seq, exc)
 
 
 def _serialize_appends() -> None:
@@ -159,41 +211,151 @@ def _canonical(event: AuditEvent) -> bytes:
 def verify_chain() -> ChainVerification:
     """Walk the whole trail in seq order and report the first place it is broken.
 
-    Memory stays flat whatever the trail's length: events are streamed. Every backup that
-    recorded the chain's head when it was taken must still find that exact event, which
-    catches a tail that was cut off (or cut off and written again).
+    Memory stays flat whatever the trail's length: events are streamed and anchors checked
+    in batches (only an object store's listing of anchor names is held whole). Every anchor
+    outside the database must find its event with the same hash (deleted tails, wiped
+    tables, rewritten or re-signed events), and so must every backup that recorded the
+    chain's head when it was taken. Anchors that cannot be read make the result not ok: a
+    deleted tail could not be ruled out.
     """
-    # Heads are read before the events: any head read here names an event that was already
-    # committed, so the walk below is sure to reach it unless the chain was truncated.
+    # Heads and anchors are read before the events: each names an event that was already
+    # committed, so the reads below are sure to find it unless it was deleted.
     recorded_heads: dict[int, list[tuple[str, str]]] = {}
     for backup_id, head_seq, head_hash in Backup.objects.filter(audit_head_seq__gt=0).values_list(
         "id", "audit_head_seq", "audit_head_hash"
     ):
         recorded_heads.setdefault(head_seq, []).append((str(backup_id), head_hash))
+    anchors = _check_anchors()
+    last_seq = AuditEvent.objects.aggregate(last=Max("seq"))["last"] or 0
 
+    checked, event_problem, walked_to = _walk(recorded_heads)
+    # For the same seq, the first listed says it best.
+    problems = [event_problem, *anchors.problems(last_seq)]
+    if event_problem is None and recorded_heads:
+        highest = max(recorded_heads)
+        if highest > walked_to:
+            backup_id = recorded_heads[highest][0][0]
+            problems.append(
+                (
+                    walked_to + 1,
+                    f"chain truncated: backup {backup_id} recorded head #{highest} but the "
+                    f"chain ends at #{walked_to}",
+                )
+            )
+    problems = [problem for problem in problems if problem is not None]
+    found = {
+        "anchored_seq": anchors.highest,
+        "unanchored": max(last_seq - anchors.highest, 0),
+        "deleted_after": last_seq if anchors.highest > last_seq else None,
+        "wiped": anchors.count > 0 and (last_seq == 0 or anchors.differs == 1),
+        "unreadable_anchors": anchors.unreadable,
+    }
+    if problems:
+        broken_seq, reason = min(problems, key=lambda problem: problem[0])
+        return ChainVerification(False, min(checked, broken_seq - 1), broken_seq, reason, **found)
+    if anchors.error:
+        return ChainVerification(False, checked, None, anchors.error, **found)
+    return ChainVerification(True, checked, None, f"all {checked} events intact", **found)
+
+
+def _walk(recorded_heads: dict[int, list[tuple[str, str]]]) -> tuple[int, tuple | None, int]:
+    """(events intact, (seq, why) of the first problem or None, the last seq walked)."""
     checked = 0
     previous_seq, previous_hash = 0, GENESIS_HASH
     events = AuditEvent.objects.order_by("seq").iterator(chunk_size=setting("FETCH_SIZE"))
     for event in events:
         problem = _first_problem(event, previous_seq, previous_hash, recorded_heads)
         if problem is not None:
-            broken_seq, reason = problem
-            return ChainVerification(False, checked, broken_seq, reason)
+            return checked, problem, previous_seq
         checked += 1
         previous_seq, previous_hash = event.seq, event.hash
+    return checked, None, previous_seq
 
-    if recorded_heads:
-        highest = max(recorded_heads)
-        if highest > previous_seq:
-            backup_id = recorded_heads[highest][0][0]
-            return ChainVerification(
-                False,
-                checked,
-                previous_seq + 1,
-                f"chain truncated: backup {backup_id} recorded head #{highest} but the chain "
-                f"ends at #{previous_seq}",
+
+@dataclass
+class _AnchorCheck:
+    """What the anchors say about the table, read before the table is walked."""
+
+    count: int = 0
+    highest: int = 0
+    # The lowest anchored seq the table does not hold, and the lowest held with another hash.
+    missing: int | None = None
+    differs: int | None = None
+    unreadable: int = 0
+    error: str = ""
+
+    def problems(self, last_seq: int) -> list[tuple[int, str]]:
+        """(seq, why) for each kind of disagreement with a table whose last event is #last_seq."""
+        found = []
+        if self.differs is not None:
+            if self.differs == 1:
+                why = "the trail was wiped or re-signed and written again"
+            else:
+                why = "rewritten or re-signed"
+            found.append(
+                (
+                    self.differs,
+                    f"event #{self.differs} differs from its anchor outside the database ({why})",
+                )
             )
-    return ChainVerification(True, checked, None, f"all {checked} events intact")
+        if self.missing is not None and self.missing <= last_seq:
+            found.append(
+                (
+                    self.missing,
+                    f"event #{self.missing} is missing (an anchor outside the database names it)",
+                )
+            )
+        if self.highest > last_seq:
+            if last_seq == 0:
+                found.append(
+                    (
+                        1,
+                        f"the audit table was wiped: the anchors outside the database name "
+                        f"{self.count} events up to #{self.highest}, the table holds none",
+                    )
+                )
+            else:
+                found.append(
+                    (
+                        last_seq + 1,
+                        f"events after #{last_seq} were deleted: the anchors outside the "
+                        f"database name events up to #{self.highest}",
+                    )
+                )
+        return found
+
+
+def _check_anchors() -> _AnchorCheck:
+    found = _AnchorCheck()
+    try:
+        log = anchor_log(get_store().storage)
+        for batch in _batches(log.read(), ANCHOR_BATCH):
+            stored = dict(
+                AuditEvent.objects.filter(seq__in={anchor.seq for anchor in batch}).values_list(
+                    "seq", "hash"
+                )
+            )
+            for anchor in batch:
+                found.count += 1
+                found.highest = max(found.highest, anchor.seq)
+                stored_hash = stored.get(anchor.seq)
+                if stored_hash is None:
+                    found.missing = min(found.missing or anchor.seq, anchor.seq)
+                elif not _same_hash(stored_hash, anchor.mac):
+                    found.differs = min(found.differs or anchor.seq, anchor.seq)
+        found.unreadable = log.unreadable
+    except Exception as exc:  # any storage backend's failure to list or read
+        found.error = (
+            f"the anchors outside the database could not be read ({printable(str(exc))[:200]}): "
+            "deleted or wiped events cannot be ruled out"
+        )
+    return found
+
+
+def _batches(anchors: Iterable[Anchor], size: int) -> Iterator[list[Anchor]]:
+    iterator = iter(anchors)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def _first_problem(

@@ -1,5 +1,7 @@
 """Every refusal of the failsafe engine; messages are one line, meant for the user."""
 
+import errno
+
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 
 from licensing.exceptions import LicensingError
@@ -33,6 +35,10 @@ class SchemaMismatch(FailsafeError):
     """The archive was captured under migrations other than the ones applied now."""
 
 
+class UnacceptedIssues(FailsafeError):
+    """Marking safe a backup whose comparison with the safe baseline has issues, unaccepted."""
+
+
 class CascadeRefused(FailsafeError):
     """Restoring would delete data outside the captured models."""
 
@@ -45,6 +51,18 @@ class OperationInProgress(FailsafeError):
     """Another backup or restore holds the operation lock."""
 
 
+class ServerFailure(FailsafeError):
+    """Something below the failsafe's own checks failed: the disk, the database, a storage."""
+
+
+class StorageFull(ServerFailure):
+    """The storage the failsafe writes to has no space left."""
+
+
+class ConfirmationRequired(FailsafeError):
+    """A dangerous option was given without the typed confirmation it needs."""
+
+
 class RestoreVerificationFailed(FailsafeError):
     """After restoring, the database did not match the backup; everything was rolled back."""
 
@@ -53,3 +71,19 @@ class RestoreVerificationFailed(FailsafeError):
 # What every door catches from the services: their refusals, each with a one-line message
 # for the user. Anything else is a failure of the failsafe itself.
 REFUSALS = (FailsafeError, LicensingError, PermissionDenied)
+
+
+def one_line(exc: BaseException) -> str:
+    """A refusal as the one line every door shows: the exception's words, whitespace folded."""
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def as_refusal(exc: Exception, doing: str) -> Exception:
+    """`exc` as one of REFUSALS, so every door shows a failure outside the failsafe's own
+    checks (a full disk, a storage or database error) as its one line: refusals as they are,
+    anything else as StorageFull or ServerFailure naming what was being done."""
+    if isinstance(exc, REFUSALS):
+        return exc
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return StorageFull(f"{doing} failed: no space left on the device it writes to")
+    return ServerFailure(f"{doing} failed: {exc.__class__.__name__}: {one_line(exc)}")

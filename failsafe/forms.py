@@ -64,6 +64,23 @@ class RestoreForm(forms.Form):
         label="Also delete the records listed above outside the backup",
         required=False,
     )
+    without_pre_restore_backup = forms.BooleanField(
+        label="Restore without a backup of the current state (only when it cannot be written)",
+        required=False,
+    )
+    confirmation = forms.CharField(
+        label="Backup id, typed to confirm restoring without a pre-restore backup",
+        required=False,
+        max_length=64,
+    )
+
+
+class MarkSafeForm(forms.Form):
+    failsafe_password = _secret_field("Failsafe password", autocomplete="current-password")
+    accept_issues = forms.BooleanField(
+        label="Mark it safe even if its comparison with the last safe backup has issues",
+        required=False,
+    )
 
 
 class CompareForm(forms.Form):

@@ -24,6 +24,7 @@ from django.contrib.sessions.models import Session
 from django.core.management.color import no_style
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models.deletion import Collector
+from knox.models import AuthToken
 
 from . import capture, progress
 from .conf import setting
@@ -77,8 +78,9 @@ class CascadeHit:
 class RestorePlan:
     models: list[ModelPlan] = field(default_factory=list)
     cascades: list[CascadeHit] = field(default_factory=list)
-    # Set by apply_restore only: the sessions it ended.
+    # Set by apply_restore only: the sessions it ended and the API tokens it revoked.
     sessions_flushed: int = 0
+    tokens_revoked: int = 0
 
     @property
     def is_noop(self) -> bool:
@@ -537,7 +539,8 @@ def apply_restore(
     whose value is the sections stream (e.g. a function wrapping the archive store's
     `open`). The backup is read twice: the restore itself, then a verification pass. After
     the writes, sequences are reset, the result is checked against the backup, and every
-    session is ended (the count is in `sessions_flushed`). `total_rows`, the rows the
+    session is ended and every API token revoked (the counts are in `sessions_flushed` and
+    `tokens_revoked`). `total_rows`, the rows the
     backup holds, only sizes the progress display of each pass.
 
     Cascades are refused as they are met, before the batch that would cause one is
@@ -571,6 +574,7 @@ def apply_restore(
             + "; ".join(differences[:5])
         )
     plan.sessions_flushed = flush_sessions()
+    plan.tokens_revoked = revoke_api_tokens()
     return plan
 
 
@@ -614,6 +618,13 @@ def verify_identical(*, sections: Iterable[Section]) -> list[str]:
 def flush_sessions() -> int:
     """End every session stored in the database: everyone logs in again. Returns how many."""
     deleted, _per_model = Session.objects.all().delete()
+    return deleted
+
+
+def revoke_api_tokens() -> int:
+    """Revoke every API token: one obtained with a password the restore rolled back must not
+    keep its access. Returns how many."""
+    deleted, _per_model = AuthToken.objects.all().delete()
     return deleted
 
 

@@ -1,13 +1,19 @@
 """The seed's terminal language: seven commands, one line each, JSON answers.
 
-`manage.py failsafe_terminal` and the web terminal both run lines through `run_command`, so
-the language is defined once. Secrets typed inline (the seed's `help_failsafe -start
-<passkey>`) are accepted where the line itself is private (an interactive prompt, an HTTPS
-body); where it would land in argv, the caller forbids them and the secret is asked for.
+`manage.py failsafe_terminal`, the web terminal and the API's terminal endpoint all run lines
+through `run_command`, so the language is defined once, and so is what of a line is public
+(`parse_line`): the command words, a backup id and the command's known flags. Everything else
+typed on a line may be a secret, so it is neither stored, nor shown, nor quoted in an error.
+
+Secrets typed inline (the seed's `help_failsafe -start <passkey>` and
+`failsafe setpassword <password>`) are accepted where the line itself is private (an
+interactive prompt, an HTTPS body); where it would land in argv, the caller forbids them and
+the secret is asked for. The failsafe password of `restore` and `marksafe` is always asked for.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +22,7 @@ from django.core.exceptions import PermissionDenied
 from licensing.exceptions import LicensingError
 
 from . import services
-from .exceptions import REFUSALS, FailsafeError, LockedOut
+from .exceptions import REFUSALS, FailsafeError, InvalidBackupId, LockedOut
 from .render import seed
 from .render.text import one_line
 
@@ -28,8 +34,15 @@ COMMANDS = [
     ("failsafe status", "Check system status: password set, backups, last safe backup"),
     ("failsafe setpassword <password>", "Set or change the failsafe password (8+ characters)"),
     ("failsafe backups", "List all backups, newest first"),
-    ("failsafe marksafe <backup-id>", "Mark a backup as safe: the baseline for comparisons"),
-    ("failsafe restore <backup-id>", "Restore from a backup (asks for the failsafe password)"),
+    (
+        "failsafe marksafe <backup-id>",
+        "Mark a backup as safe: the baseline for comparisons (asks for the failsafe password;"
+        " --accept-issues when it differs from the last safe backup)",
+    ),
+    (
+        "failsafe restore <backup-id>",
+        "Restore from a backup (asks for the failsafe password; --dry-run shows the plan)",
+    ),
     ("help_failsafe", "Show this help"),
     ("help_failsafe -start <passkey>", "Emergency: back up now, compare, investigate"),
 ]
@@ -67,30 +80,156 @@ class TerminalReply:
         return "failed"
 
 
-# The subcommands of `failsafe` that take no secret; any other line with arguments after
-# its first two words has them masked, so a typo such as `failsafe setpasword <pw>` still
-# keeps the password out of a history.
-_PUBLIC_SUBCOMMANDS = {"status", "backups", "marksafe", "restore"}
-# The secret a line may carry inline, named as run_command's ask_secret names it.
-_INLINE_SECRETS = {
-    "help_failsafe": ("passkey", "Server license passkey"),
-    "failsafe": ("password", "New failsafe password"),
-}
+# --- the grammar: what of a line is public --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Syntax:
+    """One command: its words, and what may follow them."""
+
+    words: tuple[str, ...]
+    takes_backup_id: bool = False
+    flags: frozenset[str] = frozenset()
+    # (name, label) of the secret the rest of the line holds, named as ask_secret names it.
+    secret: tuple[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.words)
+
+
+TRIGGER = Syntax(("help_failsafe", "-start"), secret=("passkey", "Server license passkey"))
+SET_PASSWORD = Syntax(("failsafe", "setpassword"), secret=("password", "New failsafe password"))
+MARK_SAFE = Syntax(
+    ("failsafe", "marksafe"), takes_backup_id=True, flags=frozenset({"--accept-issues"})
+)
+RESTORE = Syntax(("failsafe", "restore"), takes_backup_id=True, flags=frozenset({"--dry-run"}))
+HELP = Syntax(("help_failsafe",))
+STATUS = Syntax(("failsafe", "status"))
+BACKUPS = Syntax(("failsafe", "backups"))
+# Longest first, so `help_failsafe -start` is found before `help_failsafe`.
+GRAMMAR = (TRIGGER, SET_PASSWORD, MARK_SAFE, RESTORE, STATUS, BACKUPS, HELP)
+SUBCOMMANDS = "status, backups, setpassword, marksafe or restore"
+
+# A backup id as `failsafe backups` lists it, or a prefix of at least 8 hex digits of one.
+_ID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+_ID_MIN_LENGTH = 8
+
+
+def looks_like_backup_id(word: str) -> bool:
+    if not _ID_MIN_LENGTH <= len(word) <= len(_ID_TEMPLATE):
+        return False
+    return all(
+        char == "-" if slot == "-" else char in string.hexdigits
+        for char, slot in zip(word, _ID_TEMPLATE, strict=False)
+    )
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    """A line read by the grammar: its public words, its secret, and what is wrong with it."""
+
+    syntax: Syntax | None
+    # The words as typed, None where a word is hidden (not a command word, an id or a flag).
+    words: tuple[str | None, ...]
+    secret: str = ""
+    backup_id: str = ""
+    flags: frozenset[str] = frozenset()
+    # A refusal that quotes nothing typed; None when the line can run.
+    error: FailsafeError | None = None
+
+    @property
+    def shown(self) -> str:
+        """The line as a history or a form may show it: each hidden run is one MASK."""
+        shown: list[str] = []
+        for word in self.words:
+            if word is not None:
+                shown.append(word)
+            elif not shown or shown[-1] != MASK:
+                shown.append(MASK)
+        return " ".join(shown)
+
+    @property
+    def bare(self) -> str:
+        """The public words alone: what a form may carry to run the line again."""
+        return " ".join(word for word in self.words if word is not None)
+
+
+def _find_syntax(words: list[str]) -> Syntax | None:
+    lowered = [word.lower() for word in words]
+    for syntax in GRAMMAR:
+        if tuple(lowered[: len(syntax.words)]) == syntax.words:
+            return syntax
+    return None
+
+
+def parse_line(line: str) -> ParsedLine:
+    """Read a line; never raises, so even a refused line can be shown without its secrets."""
+    words = line.split()
+    syntax = _find_syntax(words)
+    if syntax is None:
+        if words and words[0].lower() == "failsafe":
+            return ParsedLine(
+                None,
+                (words[0],) + (None,) * (len(words) > 1),
+                error=TerminalUsageError(f"Unknown failsafe command: use {SUBCOMMANDS}"),
+            )
+        # Not even the first word is a command: it may be a secret typed at the wrong prompt.
+        return ParsedLine(
+            None,
+            (None,) if words else (),
+            error=TerminalUsageError(f"Unknown command. {HELP_HINT}"),
+        )
+
+    count = len(syntax.words)
+    public, rest = tuple(words[:count]), words[count:]
+    if syntax.secret is not None:
+        secret = line.split(None, count)[count].strip() if rest else ""
+        return ParsedLine(syntax, public + (None,) * bool(secret), secret=secret)
+    if not syntax.takes_backup_id:
+        if not rest:
+            return ParsedLine(syntax, public)
+        if syntax is HELP:
+            message = "Unknown option for help_failsafe: the only one is -start <passkey>"
+        else:
+            message = f"{syntax.name} takes no arguments"
+        return ParsedLine(syntax, public + (None,), error=TerminalUsageError(message))
+
+    usage = f"Usage: {syntax.name} <backup-id>"
+    if not rest:
+        return ParsedLine(syntax, public, error=TerminalUsageError(usage))
+    shown: list[str | None] = list(public)
+    error: FailsafeError | None = None
+    backup_id = rest[0]
+    if looks_like_backup_id(backup_id):
+        shown.append(backup_id)
+    else:
+        shown.append(None)
+        error = InvalidBackupId("Invalid backup id: give it as failsafe backups lists it")
+    flags = set()
+    for word in rest[1:]:
+        if word.lower() in syntax.flags:
+            shown.append(word)
+            flags.add(word.lower())
+        else:
+            shown.append(None)
+            error = error or TerminalUsageError(
+                f"{usage} [{' '.join(sorted(syntax.flags))}]; "
+                "the failsafe password is asked for, never typed on the line"
+            )
+    return ParsedLine(
+        syntax, tuple(shown), backup_id=backup_id, flags=frozenset(flags), error=error
+    )
 
 
 def split_inline_secret(line: str) -> tuple[str, str, tuple[str, str] | None]:
     """(the line to show, the line without its secret, (name, label) of that secret or None)."""
-    words = line.split()
-    if len(words) > 2:
-        head = words[0].lower()
-        secret_bearing = head == "help_failsafe" or (
-            head == "failsafe" and words[1].lower() not in _PUBLIC_SUBCOMMANDS
-        )
-        if secret_bearing:
-            bare = f"{words[0]} {words[1]}"
-            return f"{bare} {MASK}", bare, _INLINE_SECRETS[head]
-    shown = " ".join(words)
-    return shown, shown, None
+    parsed = parse_line(line)
+    inline = parsed.syntax.secret if parsed.secret and parsed.syntax else None
+    return parsed.shown, parsed.bare, inline
+
+
+# --- running a line ---------------------------------------------------------------------
 
 
 def run_command(
@@ -102,7 +241,7 @@ def run_command(
 ) -> TerminalReply:
     try:
         payload = _dispatch(
-            _checked(line), actor=actor, ask=ask_secret, inline=allow_inline_secrets
+            parse_line(_checked(line)), actor=actor, ask=ask_secret, inline=allow_inline_secrets
         )
     except REFUSALS as exc:
         return TerminalReply(False, seed.refusal(one_line(exc)), exc)
@@ -130,56 +269,51 @@ def _secret(inline: str, *, name: str, prompt: str, ask, allow_inline: bool) -> 
     return secret
 
 
-def _dispatch(line: str, *, actor, ask, inline) -> dict:
-    words = line.split()
-    head = words[0].lower()
-    if head == "help_failsafe":
-        if len(words) == 1:
-            return seed.help(COMMANDS)
-        if words[1] == "-start":
-            passkey = line.split(None, 2)[2].strip() if len(words) > 2 else ""
-            passkey = _secret(
-                passkey,
-                name="passkey",
-                prompt="Server license passkey: ",
-                ask=ask,
-                allow_inline=inline,
-            )
-            return seed.trigger(services.trigger(actor=actor, passkey=passkey))
-        raise TerminalUsageError(f"Unknown option {words[1]!r} for help_failsafe. {HELP_HINT}")
-    if head != "failsafe" or len(words) < 2:
-        raise TerminalUsageError(f"Unknown command: {words[0][:40]!r}. {HELP_HINT}")
-
-    sub, args = words[1].lower(), words[2:]
-    if sub == "status":
+def _dispatch(parsed: ParsedLine, *, actor, ask, inline) -> dict:
+    if parsed.error is not None:
+        raise parsed.error
+    syntax = parsed.syntax
+    if syntax is HELP:
+        return seed.help(COMMANDS)
+    if syntax is TRIGGER:
+        passkey = _secret(
+            parsed.secret,
+            name="passkey",
+            prompt="Server license passkey: ",
+            ask=ask,
+            allow_inline=inline,
+        )
+        return seed.trigger(services.trigger(actor=actor, passkey=passkey))
+    if syntax is STATUS:
         return seed.status(services.status(actor=actor))
-    if sub == "backups":
+    if syntax is BACKUPS:
         return seed.backup_list(list(services.list_backups(actor=actor)))
-    if sub == "setpassword":
-        return _set_password(line, actor=actor, ask=ask, inline=inline)
-    if sub in ("marksafe", "restore"):
-        if not args:
-            raise TerminalUsageError(f"Usage: failsafe {sub} <backup-id>")
-        backup_id = args[0]
-        if sub == "marksafe":
-            return seed.marked_safe(services.mark_safe(actor=actor, backup_id=backup_id))
-        if "--dry-run" in args[1:]:
-            return seed.restore(services.restore(actor=actor, backup_id=backup_id, dry_run=True))
-        # Validate the id before asking for the password, so a typo costs no secret.
-        services.get_backup(backup_id)
-        password = _secret(
-            "", name="failsafe_password", prompt="Failsafe password: ", ask=ask, allow_inline=inline
-        )
-        return seed.restore(
-            services.restore(actor=actor, backup_id=backup_id, password=password)
-        )
-    raise TerminalUsageError(f"Unknown command: 'failsafe {sub[:40]}'. {HELP_HINT}")
+    if syntax is SET_PASSWORD:
+        return _set_password(parsed.secret, actor=actor, ask=ask, inline=inline)
 
-
-def _set_password(line: str, *, actor, ask, inline) -> dict:
-    parts = line.split(None, 2)
+    backup_id = parsed.backup_id
+    if syntax is RESTORE and "--dry-run" in parsed.flags:
+        return seed.restore(services.restore(actor=actor, backup_id=backup_id, dry_run=True))
+    # Validate the id before asking for the password, so a typo costs no secret.
+    services.get_backup(backup_id)
     password = _secret(
-        parts[2].strip() if len(parts) > 2 else "",
+        "", name="failsafe_password", prompt="Failsafe password: ", ask=ask, allow_inline=inline
+    )
+    if syntax is MARK_SAFE:
+        return seed.marked_safe(
+            services.mark_safe(
+                actor=actor,
+                backup_id=backup_id,
+                password=password,
+                accept_issues="--accept-issues" in parsed.flags,
+            )
+        )
+    return seed.restore(services.restore(actor=actor, backup_id=backup_id, password=password))
+
+
+def _set_password(new_password: str, *, actor, ask, inline) -> dict:
+    password = _secret(
+        new_password,
         name="password",
         prompt="New failsafe password: ",
         ask=ask,

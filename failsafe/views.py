@@ -3,8 +3,10 @@
 Plain form posts rendered on the server. The first connection asks for the failsafe password
 before anything else; later connections open with `failsafe status`. Each command line runs
 through failsafe.terminal.run_command, and its JSON answer joins a history kept in the
-session, with the secret part of a line masked. A secret the command asks for (the failsafe
-password of `failsafe restore`) is asked for in a password input, and the page never renders
+session (a database row). Of a typed line, the history keeps only what the terminal's grammar
+calls public (command words, a backup id, known flags); the rest shows as ********. A secret
+the command asks for (the failsafe password of `restore` and `marksafe`) is asked for in a
+password input; the form that asks carries only the public line, and the page never renders
 a typed secret back.
 """
 
@@ -26,12 +28,16 @@ from .render.text import one_line
 from .terminal import COMMANDS, MASK, MAX_COMMAND_LENGTH, run_command, split_inline_secret
 from .web import request_actor
 
-HISTORY_KEY = "failsafe_terminal_history"
+HISTORY_KEY = "failsafe_terminal_history_v2"
+# Histories kept before the grammar hid everything but the public words could hold secrets:
+# a session that still has one drops it on its next visit.
+LEGACY_HISTORY_KEYS = ("failsafe_terminal_history",)
 HISTORY_LENGTH = 20
 # An answer longer than this (a long backup list) is cut in the history, not on the wire.
 OUTPUT_LIMIT = 50_000
 COMMAND_SHOWN = 200
 SECRET_FIELD_PREFIX = "secret_"
+
 
 def terminal_actor(request) -> services.Actor:
     return request_actor(request, AuditEvent.Source.TERMINAL)
@@ -75,6 +81,8 @@ def _prompt_url() -> str:
 @sensitive_variables()
 @superadmin_required
 def terminal(request):
+    for key in LEGACY_HISTORY_KEYS:
+        request.session.pop(key, None)
     if not services.failsafe_password_is_set():
         return _first_connection(request)
     if request.method == "POST":

@@ -7,6 +7,9 @@ admin.site.site_header = "RaOS Failsafe"
 admin.site.site_title = "RaOS Failsafe"
 admin.site.index_title = "Administration"
 
+handler400 = "raos.errors.bad_request"
+handler500 = "raos.errors.server_error"
+
 urlpatterns = [
     # The admin's own password-change page clears `must_change_password` too.
     path("admin/password_change/", PasswordChangeView.as_view(), name="admin_password_change"),

@@ -254,6 +254,18 @@ class TriggerResultSerializer(serializers.Serializer):
     next_steps = serializers.ListField(child=serializers.CharField())
 
 
+class MarkSafeRequestSerializer(serializers.Serializer):
+    failsafe_password = secret_field(
+        required=False,
+        allow_blank=True,
+        help_text="Required: marking safe changes what is trusted.",
+    )
+    accept_issues = serializers.BooleanField(
+        default=False,
+        help_text="Mark it safe although its comparison with the last safe backup has issues.",
+    )
+
+
 # --- restore -------------------------------------------------------------------------
 
 
@@ -266,6 +278,18 @@ class RestoreRequestSerializer(serializers.Serializer):
     )
     allow_cascade = serializers.BooleanField(
         default=False, help_text="Also delete rows outside the backup that depend on deleted ones."
+    )
+    without_pre_restore_backup = serializers.BooleanField(
+        default=False,
+        help_text="Restore although the backup of the current state cannot be written; "
+        "keeps no copy of it. Needs `confirm`.",
+    )
+    confirm = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="With without_pre_restore_backup: the backup id, typed to confirm.",
     )
 
 
@@ -304,6 +328,7 @@ class RestoreResultSerializer(serializers.Serializer):
     plan = RestorePlanSerializer()
     verification = VerificationSerializer(allow_null=True, help_text="null for a dry run.")
     sessions_flushed = serializers.IntegerField()
+    tokens_revoked = serializers.IntegerField(help_text="API tokens revoked, this one included.")
     next_steps = serializers.ListField(child=serializers.CharField())
 
 

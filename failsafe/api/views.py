@@ -4,13 +4,15 @@ Refusals raised by the services reach `failsafe.api.errors.exception_handler`, w
 them into {"detail": ...} with the right status code.
 """
 
+from collections.abc import Mapping
+
 from django.contrib.auth import authenticate
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from knox import views as knox_views
 from rest_framework import status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import ParseError, PermissionDenied
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -135,6 +137,9 @@ class FailsafeView(APIView):
 
     @staticmethod
     def validated(serializer_class, data) -> dict:
+        if not isinstance(data, Mapping):
+            # null, a list, a bare string: none of them is a request.
+            raise ParseError("Malformed request: the body must be a JSON object")
         serializer = serializer_class(data=data)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
@@ -203,17 +208,27 @@ class MarkSafeView(FailsafeView):
         tags=["failsafe"],
         summary="Mark a backup as safe: the baseline of comparisons",
         parameters=[BACKUP_ID],
-        request=None,
+        request=api.MarkSafeRequestSerializer,
         responses={
             200: api.BackupSerializer,
             **COMMON_ERRORS,
             **NOT_FOUND,
-            **CONFLICT,
+            **SECRET_ERRORS,
+            409: _detail(
+                "The backup is unusable, its comparison with the last safe backup has issues "
+                "not accepted, or the failsafe password is not set."
+            ),
             422: _detail("The backup's archive is damaged."),
         },
     )
     def post(self, request, backup_id):
-        backup = services.mark_safe(actor=self.actor, backup_id=backup_id)
+        data = self.validated(api.MarkSafeRequestSerializer, request.data)
+        backup = services.mark_safe(
+            actor=self.actor,
+            backup_id=backup_id,
+            password=data.get("failsafe_password") or None,
+            accept_issues=data["accept_issues"],
+        )
         return Response(api.BackupSerializer(backup).data)
 
 
@@ -270,6 +285,8 @@ class RestoreView(FailsafeView):
             password=data.get("failsafe_password") or None,
             dry_run=data["dry_run"],
             allow_cascade=data["allow_cascade"],
+            without_pre_restore_backup=data["without_pre_restore_backup"],
+            confirmation=data["confirm"],
         )
         return Response(api.RestoreResultSerializer(result).data)
 
@@ -349,7 +366,10 @@ class TerminalView(FailsafeView):
             "The response body is the seed's JSON object itself (PascalCase), exactly as "
             "`manage.py failsafe_terminal -c` prints it. A refusal is "
             '`{"Success": false, "Error": "..."}` with the status code of the same refusal '
-            "elsewhere in the API. Secrets the command asks for are given in the body."
+            "elsewhere in the API. Secrets the command asks for are given in the body: "
+            "`failsafe_password` for `failsafe restore` and `failsafe marksafe` (never on "
+            "the line). A refusal never quotes the line beyond its command words, backup id "
+            "and known flags."
         ),
         request=api.TerminalRequestSerializer,
         responses={
@@ -361,7 +381,9 @@ class TerminalView(FailsafeView):
             ),
             401: UNAUTHENTICATED,
             403: OpenApiResponse(OpenApiTypes.OBJECT, description="Not allowed, wrong secret."),
-            404: OpenApiResponse(OpenApiTypes.OBJECT, description="No such backup."),
+            404: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="No such backup, or a malformed backup id."
+            ),
             409: OpenApiResponse(OpenApiTypes.OBJECT, description="Not possible now."),
             429: OpenApiResponse(OpenApiTypes.OBJECT, description="Locked out."),
         },

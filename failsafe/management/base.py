@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from django.core.management.base import BaseCommand, CommandError
 
 from .. import services
-from ..exceptions import REFUSALS
+from ..exceptions import REFUSALS, as_refusal
 from ..models import AuditEvent
 from ..progress import Progress, TerminalProgress
 from ..render.text import one_line
@@ -33,6 +33,12 @@ class FailsafeCommand(BaseCommand):
             self.run(actor, **options)
         except REFUSALS as exc:
             raise CommandError(one_line(exc)) from None
+        except (CommandError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            # Not a refusal of the services (they convert their own failures): a failure in
+            # the command itself is still one line, not a traceback.
+            raise CommandError(one_line(as_refusal(exc, doing="The command"))) from None
 
     def run(self, actor, **options):
         raise NotImplementedError("each failsafe command implements run()")

@@ -277,6 +277,7 @@ def restore(result) -> dict:
             "Differences": list(result.verification.differences),
         },
         "SessionsFlushed": result.sessions_flushed,
+        "TokensRevoked": result.tokens_revoked,
         "NextSteps": list(result.next_steps),
     }
 
@@ -308,4 +309,9 @@ def audit_chain(result) -> dict:
         "Checked": result.checked,
         "FirstBrokenSeq": result.first_broken_seq,
         "Reason": result.reason or None,
+        "AnchoredThrough": result.anchored_seq or None,
+        "Unanchored": result.unanchored,
+        "DeletedAfter": result.deleted_after,
+        "Wiped": result.wiped,
+        "UnreadableAnchors": result.unreadable_anchors,
     }

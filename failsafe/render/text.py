@@ -6,13 +6,11 @@ a person reads at a terminal.
 
 from __future__ import annotations
 
+from ..exceptions import one_line
 from ..snapshot import iso
 from . import seed
 
-
-def one_line(exc: BaseException) -> str:
-    """A refusal as the one line every door shows: the exception's words, whitespace folded."""
-    return " ".join(str(exc).split()) or exc.__class__.__name__
+__all__ = ["one_line"]  # the doors' one refusal line lives with the refusals themselves
 
 
 def _bullets(title: str, items) -> list[str]:
@@ -105,6 +103,10 @@ def restore(result) -> str:
             if result.verification.identical
             else "NOT identical: " + "; ".join(result.verification.differences)
         )
+        lines.append(
+            f"{result.sessions_flushed} sessions ended and {result.tokens_revoked} API tokens "
+            "revoked: everyone logs in again"
+        )
     lines += _bullets("Next steps:", result.next_steps)
     return "\n".join(lines)
 
@@ -174,8 +176,33 @@ def audit_events(events) -> str:
 
 def audit_chain(result) -> str:
     if result.ok:
-        return f"Audit chain intact: {result.checked} events verified"
-    return f"AUDIT CHAIN BROKEN at event #{result.first_broken_seq}: {result.reason}"
+        lines = [f"Audit chain intact: {result.checked} events verified"]
+    elif result.first_broken_seq is None:
+        lines = [f"AUDIT CHAIN NOT VERIFIED: {result.reason}"]
+    else:
+        lines = [f"AUDIT CHAIN BROKEN at event #{result.first_broken_seq}: {result.reason}"]
+    lines.extend(audit_anchor_warnings(result))
+    return "\n".join(lines)
+
+
+def audit_anchor_warnings(result) -> list[str]:
+    """What the anchors outside the database could not vouch for, one line each."""
+    warnings = []
+    if result.unanchored:
+        first = result.anchored_seq + 1
+        last = result.anchored_seq + result.unanchored
+        span = f"event #{first} is" if first == last else f"events #{first}-#{last} are"
+        warnings.append(
+            f"Warning: {span} not anchored outside the database yet (recorded before "
+            "anchoring, or the anchor could not be written: see the log); until the next "
+            "anchor is written, deleting them would go unnoticed"
+        )
+    if result.unreadable_anchors:
+        warnings.append(
+            f"Warning: {result.unreadable_anchors} anchor line(s) outside the database are "
+            "unreadable (a torn write, or someone edited the anchors)"
+        )
+    return warnings
 
 
 def unlocked(lifted: int) -> str:

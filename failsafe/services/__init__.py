@@ -20,11 +20,10 @@ from .backups import (
     get_backup,
     last_safe_backup,
     list_backups,
-    mark_safe,
     parse_backup_id,
     verify,
 )
-from .comparing import compare, trigger
+from .comparing import compare, mark_safe, trigger
 from .guards import Actor, resolve_superadmin
 from .restoring import restore
 from .results import (

@@ -11,7 +11,15 @@ from licensing import services as licensing
 from .. import audit, lockout
 from ..models import AuditEvent, Backup
 from .backups import last_safe_backup
-from .guards import ACTION_SET_PASSWORD, Actor, audited, require_superadmin, secret_attempt
+from .guards import (
+    ACTION_SET_PASSWORD,
+    ACTION_UNLOCK,
+    Actor,
+    audited,
+    require_failsafe_password,
+    require_superadmin,
+    secret_attempt,
+)
 from .results import PasswordResult, Status
 
 
@@ -64,6 +72,11 @@ def verify_audit_chain(*, actor: Actor) -> audit.ChainVerification:
             checked=result.checked,
             first_broken_seq=result.first_broken_seq,
             reason=result.reason,
+            anchored_seq=result.anchored_seq,
+            unanchored=result.unanchored,
+            deleted_after=result.deleted_after,
+            wiped=result.wiped,
+            unreadable_anchors=result.unreadable_anchors,
         )
         return result
 
@@ -85,9 +98,10 @@ def audit_events(*, actor: Actor):
         return AuditEvent.objects.order_by("-seq")
 
 
-def unlock(*, actor: Actor, account: str | None = None) -> int:
-    with audited(actor, "failsafe.unlock", target=account or "all") as details:
+def unlock(*, actor: Actor, account: str | None = None, password: str | None = None) -> int:
+    with audited(actor, ACTION_UNLOCK, target=account or "all") as details:
         require_superadmin(actor)
+        require_failsafe_password(actor, ACTION_UNLOCK, password)
         lifted = lockout.unlock(username=account)
         details["lifted"] = lifted
         return lifted

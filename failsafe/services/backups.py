@@ -18,7 +18,14 @@ from ..exceptions import (
 )
 from ..models import Backup
 from ..progress import Progress, reporting, stage
-from .guards import ACTION_DELETE, ACTION_GC, Actor, audited, require_superadmin
+from .guards import (
+    ACTION_DELETE,
+    ACTION_GC,
+    Actor,
+    audited,
+    require_failsafe_password,
+    require_superadmin,
+)
 from .results import DeleteResult, VerifyResult
 
 
@@ -117,22 +124,6 @@ def take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
         return backup
 
 
-def mark_safe(*, actor: Actor, backup_id) -> Backup:
-    with audited(actor, "failsafe.marksafe", target=str(backup_id)[:64]):
-        require_superadmin(actor)
-        backup = usable_backup(backup_id)
-        # A backup that cannot be read back is no baseline: check it before trusting it.
-        archives.verify(backup)
-        with transaction.atomic():
-            backup = Backup.objects.select_for_update().get(pk=backup.pk)
-            if not backup.is_safe:
-                backup.is_safe = True
-                backup.marked_safe_at = timezone.now()
-                backup.marked_safe_by_username = actor.username
-                backup.save(update_fields=["is_safe", "marked_safe_at", "marked_safe_by_username"])
-        return backup
-
-
 def verify(
     *,
     actor: Actor,
@@ -188,7 +179,9 @@ def _refuse_deletion(backup: Backup, *, force: bool) -> None:
         )
 
 
-def delete_backup(*, actor: Actor, backup_id, force: bool = False) -> DeleteResult:
+def delete_backup(
+    *, actor: Actor, backup_id, password: str | None = None, force: bool = False
+) -> DeleteResult:
     """Deletes a backup's row and its own archive (a manifest, or a format-1 file).
 
     Refuses a RUNNING backup and the only safe one unless `force`; a backup that is really
@@ -199,6 +192,7 @@ def delete_backup(*, actor: Actor, backup_id, force: bool = False) -> DeleteResu
         require_superadmin(actor)
         details["force"] = force
         backup = get_backup(backup_id)
+        require_failsafe_password(actor, ACTION_DELETE, password)
         holder = f"deletion of backup {backup.id} by {actor.username}"
         with oplock.operation_lock(holder=holder), transaction.atomic():
             backup = Backup.objects.select_for_update().get(pk=backup.pk)
@@ -218,7 +212,9 @@ def delete_backup(*, actor: Actor, backup_id, force: bool = False) -> DeleteResu
         return result
 
 
-def collect_garbage(*, actor: Actor, dry_run: bool = False) -> archives.GarbageReport:
+def collect_garbage(
+    *, actor: Actor, password: str | None = None, dry_run: bool = False
+) -> archives.GarbageReport:
     """Deletes the chunks no backup's manifest names, older than GC_GRACE_SECONDS.
 
     Runs under the operation lock, so never while a backup is writing chunks: raises
@@ -228,6 +224,8 @@ def collect_garbage(*, actor: Actor, dry_run: bool = False) -> archives.GarbageR
     with audited(actor, ACTION_GC) as details:
         require_superadmin(actor)
         details["dry_run"] = dry_run
+        if not dry_run:
+            require_failsafe_password(actor, ACTION_GC, password)
         with oplock.operation_lock(holder=f"garbage collection by {actor.username or 'system'}"):
             report = archives.collect_garbage(
                 grace_seconds=int(setting("GC_GRACE_SECONDS")), dry_run=dry_run

@@ -1,18 +1,29 @@
-"""Comparisons and the emergency trigger: what changed since the last safe backup."""
+"""Comparisons, safe marks and the emergency trigger: what changed since the last safe backup."""
 
 from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
 
 from licensing import services as licensing
 
 from .. import archives, capture
 from ..compare import ComparisonResult
 from ..compare import compare as compare_snapshots
-from ..exceptions import ArchiveCorrupt, FailsafeError
+from ..exceptions import ArchiveCorrupt, FailsafeError, UnacceptedIssues
 from ..investigate import investigate
 from ..models import Backup
 from ..progress import Progress, reporting, stage
 from .backups import last_safe_backup, take_backup, usable_backup
-from .guards import ACTION_TRIGGER, Actor, audited, require_superadmin, secret_attempt
+from .guards import (
+    ACTION_MARK_SAFE,
+    ACTION_TRIGGER,
+    Actor,
+    audited,
+    require_failsafe_password,
+    require_superadmin,
+    secret_attempt,
+)
 from .results import TriggerResult
 
 
@@ -70,6 +81,42 @@ def compare(
             result = compare_with_baseline(baseline=baseline, current=current)
         details.update(issues=len(result.issues), changes=len(result.changes))
         return result
+
+
+def mark_safe(
+    *, actor: Actor, backup_id, password: str | None = None, accept_issues: bool = False
+) -> Backup:
+    """Make a backup a baseline that comparisons trust and restores are offered from.
+
+    It changes what the failsafe trusts, so it needs the failsafe password; a backup whose
+    comparison with the current safe baseline has issues is refused unless `accept_issues`,
+    and the issues accepted are kept in the audit trail.
+    """
+    with audited(actor, ACTION_MARK_SAFE, target=str(backup_id)[:64]) as details:
+        require_superadmin(actor)
+        backup = usable_backup(backup_id)
+        require_failsafe_password(actor, ACTION_MARK_SAFE, password)
+        # A backup that cannot be read back is no baseline: check it before trusting it.
+        archives.verify(backup)
+        baseline = last_safe_backup()
+        if baseline is not None and baseline.pk != backup.pk:
+            issues = compare_with_baseline(baseline=baseline, current=backup).issues
+            if issues and not accept_issues:
+                raise UnacceptedIssues(
+                    f"Backup {backup.id} has issues against the last safe backup "
+                    f"{baseline.id}: {'; '.join(issues[:5])}"
+                    + (f"; and {len(issues) - 5} more" if len(issues) > 5 else "")
+                    + ". Review them, then mark it safe with --accept-issues"
+                )
+            details["accepted_issues"] = issues[:20]
+        with transaction.atomic():
+            backup = Backup.objects.select_for_update().get(pk=backup.pk)
+            if not backup.is_safe:
+                backup.is_safe = True
+                backup.marked_safe_at = timezone.now()
+                backup.marked_safe_by_username = actor.username
+                backup.save(update_fields=["is_safe", "marked_safe_at", "marked_safe_by_username"])
+        return backup
 
 
 def trigger(

@@ -11,17 +11,32 @@ from django.core.exceptions import PermissionDenied
 
 from accounts.models import Role
 from accounts.permissions import is_superadmin
+from licensing import services as licensing
 from licensing.exceptions import LicensingError
 
 from .. import audit, lockout
-from ..exceptions import NotSuperAdmin
+from ..exceptions import NotSuperAdmin, as_refusal
 from ..models import AuditEvent
 
 ACTION_TRIGGER = "failsafe.trigger"
 ACTION_RESTORE = "failsafe.restore"
 ACTION_SET_PASSWORD = "failsafe.setpassword"
+ACTION_MARK_SAFE = "failsafe.marksafe"
 ACTION_DELETE = "failsafe.delete"
 ACTION_GC = "failsafe.gc"
+ACTION_UNLOCK = "failsafe.unlock"
+
+# What an action is, in the one line a failure of it shows.
+_DOING = {
+    "failsafe.backup": "The backup",
+    ACTION_TRIGGER: "The emergency backup",
+    ACTION_RESTORE: "The restore",
+    ACTION_MARK_SAFE: "Marking the backup safe",
+    ACTION_DELETE: "Deleting the backup",
+    ACTION_GC: "Collecting unused chunks",
+    "failsafe.verify": "Verifying backups",
+    "failsafe.compare": "The comparison",
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,12 @@ def audited(actor: Actor, action: str, target: str = "") -> Iterator[dict]:
         raise
     except Exception as exc:
         _record(actor, action, target, AuditEvent.Outcome.FAILED, {**details, "error": str(exc)})
-        raise
+        # A full disk or a storage error reaches every door as its one line, never a
+        # traceback; the original stays chained for the logs.
+        refusal = as_refusal(exc, doing=_DOING.get(action, action))
+        if refusal is exc:
+            raise
+        raise refusal from exc
     _record(actor, action, target, AuditEvent.Outcome.SUCCESS, details)
 
 
@@ -95,3 +115,13 @@ def require_superadmin(actor: Actor) -> None:
 def secret_attempt(actor: Actor, action: str):
     """Guard one check of a secret with the lockout (see failsafe.lockout.attempt)."""
     return lockout.attempt(username=actor.username, action=action)
+
+
+def require_failsafe_password(actor: Actor, action: str, password: str | None) -> None:
+    """Operations that change what is trusted need the failsafe password, like a restore.
+
+    Each check counts against the lockout of (actor, action) before the password is tested.
+    """
+    licensing.require_failsafe_password_set()
+    with secret_attempt(actor, action):
+        licensing.require_valid_failsafe_password(password)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from licensing import services as licensing
-
 from .. import archives, oplock
 from .. import restore as restore_engine
+from ..exceptions import (
+    ConfirmationRequired,
+    ServerFailure,
+    StorageFull,
+    as_refusal,
+    one_line,
+)
 from ..models import Backup
 from ..progress import Progress, reporting, stage
 from .backups import take_backup, usable_backup
-from .guards import ACTION_RESTORE, Actor, audited, require_superadmin, secret_attempt
+from .guards import (
+    ACTION_RESTORE,
+    Actor,
+    audited,
+    require_failsafe_password,
+    require_superadmin,
+)
 from .results import RestoreResult
 
 
@@ -20,19 +31,29 @@ def restore(
     password: str | None = None,
     dry_run: bool = False,
     allow_cascade: bool = False,
+    without_pre_restore_backup: bool = False,
+    confirmation: str = "",
     progress: Progress | None = None,
 ) -> RestoreResult:
+    """Make the captured models exactly what the backup holds, or change nothing.
+
+    A backup of the current state is taken first. When it cannot be written (the disk the
+    backups live on is full), the operator may still restore by naming that choice:
+    `without_pre_restore_backup` with the backup's id typed as `confirmation`.
+    """
     with (
         audited(actor, ACTION_RESTORE, target=str(backup_id)[:64]) as details,
         reporting(progress),
     ):
         details.update(dry_run=dry_run, allow_cascade=allow_cascade)
+        if without_pre_restore_backup:
+            details["without_pre_restore_backup"] = True
         require_superadmin(actor)
         backup = usable_backup(backup_id)
+        if without_pre_restore_backup and not dry_run:
+            _require_confirmation(backup, confirmation)
         if not dry_run:
-            licensing.require_failsafe_password_set()
-            with secret_attempt(actor, ACTION_RESTORE):
-                licensing.require_valid_failsafe_password(password)
+            require_failsafe_password(actor, ACTION_RESTORE, password)
 
         # Refuse a damaged or foreign-schema archive before anything is touched.
         archives.verify(backup)
@@ -48,12 +69,8 @@ def restore(
             return RestoreResult(backup=backup, plan=plan, dry_run=True)
 
         with oplock.operation_lock(holder=f"restore of {backup.id} by {actor.username}"):
-            pre_restore = take_backup(
-                actor=actor,
-                backup_type=Backup.Type.PRE_RESTORE,
-                reason=f"Automatic backup before restoring {backup.id}",
-            )
-            details["pre_restore_backup_id"] = str(pre_restore.id)
+            pre_restore = None if without_pre_restore_backup else _pre_restore_backup(actor, backup)
+            details["pre_restore_backup_id"] = str(pre_restore.id) if pre_restore else None
             # Writes, verification against the archive and the session flush happen in one
             # transaction inside the engine: any failure rolls all of it back.
             plan = restore_engine.apply_restore(
@@ -61,14 +78,44 @@ def restore(
                 allow_cascade=allow_cascade,
                 total_rows=total_rows,
             )
-        details.update(changes=_plan_counts(plan), sessions_flushed=plan.sessions_flushed)
+        details.update(
+            changes=_plan_counts(plan),
+            sessions_flushed=plan.sessions_flushed,
+            tokens_revoked=plan.tokens_revoked,
+        )
         return RestoreResult(
             backup=backup,
             plan=plan,
             dry_run=False,
             pre_restore_backup=pre_restore,
             sessions_flushed=plan.sessions_flushed,
+            tokens_revoked=plan.tokens_revoked,
         )
+
+
+def _require_confirmation(backup: Backup, confirmation: str) -> None:
+    if (confirmation or "").strip().lower() != str(backup.id):
+        raise ConfirmationRequired(
+            "Restoring without a pre-restore backup keeps no copy of the current state: "
+            f"confirm by typing the backup id {backup.id}"
+        )
+
+
+def _pre_restore_backup(actor: Actor, backup: Backup) -> Backup:
+    try:
+        return take_backup(
+            actor=actor,
+            backup_type=Backup.Type.PRE_RESTORE,
+            reason=f"Automatic backup before restoring {backup.id}",
+        )
+    except Exception as exc:
+        refusal = as_refusal(exc, doing="The pre-restore backup")
+        failure = StorageFull if isinstance(refusal, StorageFull) else ServerFailure
+        raise failure(
+            f"{one_line(refusal)}. Nothing was restored. Free space and retry, or restore "
+            "without a pre-restore backup (--without-pre-restore-backup, confirmed with the "
+            "backup id)"
+        ) from exc
 
 
 def _plan_counts(plan: restore_engine.RestorePlan) -> dict:

@@ -74,6 +74,7 @@ class RestoreResult:
     dry_run: bool
     pre_restore_backup: Backup | None = None
     sessions_flushed: int = 0
+    tokens_revoked: int = 0
 
     @property
     def verification(self) -> Verification | None:
@@ -92,7 +93,7 @@ class RestoreResult:
         return [
             "Verify system functionality",
             "Check user accounts and licenses",
-            "Everyone must log in again: all sessions were ended",
+            "Everyone must log in again: all sessions and API tokens were ended",
             "Create a new safe backup if the system is stable",
         ]
 

@@ -23,7 +23,12 @@ ENDPOINTS = {
         201,
     ),
     "backup-detail": ("get", _backup_url("api:backup"), None, 200),
-    "mark-safe": ("post", _backup_url("api:backup-mark-safe"), None, 200),
+    "mark-safe": (
+        "post",
+        _backup_url("api:backup-mark-safe"),
+        lambda key: {"failsafe_password": FAILSAFE_PASSWORD},
+        200,
+    ),
     "compare": ("get", _backup_url("api:backup-compare"), None, 200),
     "restore": (
         "post",

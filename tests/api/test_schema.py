@@ -115,7 +115,13 @@ def test_responses_match_the_schema(openapi, superadmin, passkey, population):
     by_id = {"backup_id": backup["id"]}
     call("GET", "/api/failsafe/backups/", 200, query={"type": "MANUAL"})
     call("GET", "/api/failsafe/backups/{backup_id}/", 200, path_parameters=by_id)
-    call("POST", "/api/failsafe/backups/{backup_id}/mark-safe/", 200, path_parameters=by_id)
+    call(
+        "POST",
+        "/api/failsafe/backups/{backup_id}/mark-safe/",
+        200,
+        path_parameters=by_id,
+        body={"failsafe_password": FAILSAFE_PASSWORD},
+    )
 
     # Deleted, modified and re-passworded users fill every part of the comparison.
     User.objects.filter(username="dave").delete()

@@ -55,10 +55,10 @@ def test_backups_is_the_seeds_backup_list(api, actor):
         ("", "Empty command. Type help_failsafe for the list of commands"),
         ("   ", "Empty command. Type help_failsafe for the list of commands"),
         ("x" * 1001, "Command too long (over 1000 characters)"),
-        ("rm -rf /", "Unknown command: 'rm'. Type help_failsafe for the list of commands"),
+        ("rm -rf /", "Unknown command. Type help_failsafe for the list of commands"),
         (
             "failsafe explode",
-            "Unknown command: 'failsafe explode'. Type help_failsafe for the list of commands",
+            "Unknown failsafe command: use status, backups, setpassword, marksafe or restore",
         ),
         ("failsafe marksafe", "Usage: failsafe marksafe <backup-id>"),
     ],
@@ -161,7 +161,7 @@ def test_locked_out_is_429(api, armed, settings):
 @pytest.mark.django_db
 def test_marksafe_and_restore_through_the_terminal(api, actor, armed, population):
     backup = services.create_backup(actor=actor)
-    marked = terminal(api, f"failsafe marksafe {backup.id}")
+    marked = terminal(api, f"failsafe marksafe {backup.id}", failsafe_password=FAILSAFE_PASSWORD)
     assert marked.json() == {
         "Success": True,
         "Message": "Backup marked as safe environment",
@@ -202,3 +202,104 @@ def test_secrets_in_the_body_are_never_echoed_nor_audited(api, actor, armed):
     assert "guessed-secret" not in response.content.decode()
     trail = json.dumps([(e.target, e.details) for e in AuditEvent.objects.all()])
     assert "guessed-secret" not in trail
+
+
+# --- secrets typed on a line: never echoed ------------------------------------------------
+
+SECRET = "Open-Sesame-Guess-99"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("line", "code", "error"),
+    [
+        (
+            "help_failsafe {secret}",
+            400,
+            "Unknown option for help_failsafe: the only one is -start <passkey>",
+        ),
+        ("{secret}", 400, "Unknown command. Type help_failsafe for the list of commands"),
+        (
+            "failsafe {secret}",
+            400,
+            "Unknown failsafe command: use status, backups, setpassword, marksafe or restore",
+        ),
+        ("failsafe status {secret}", 400, "failsafe status takes no arguments"),
+        ("failsafe backups {secret}", 400, "failsafe backups takes no arguments"),
+        (
+            "failsafe restore {secret}",
+            404,
+            "Invalid backup id: give it as failsafe backups lists it",
+        ),
+        (
+            "failsafe marksafe {secret}",
+            404,
+            "Invalid backup id: give it as failsafe backups lists it",
+        ),
+        (
+            "failsafe restore {backup_id} {secret}",
+            400,
+            "Usage: failsafe restore <backup-id> [--dry-run]; "
+            "the failsafe password is asked for, never typed on the line",
+        ),
+        (
+            "failsafe marksafe {backup_id} --accept-issues {secret}",
+            400,
+            "Usage: failsafe marksafe <backup-id> [--accept-issues]; "
+            "the failsafe password is asked for, never typed on the line",
+        ),
+    ],
+)
+def test_refusals_never_echo_what_was_typed(api, actor, armed, line, code, error):
+    backup = services.create_backup(actor=actor)
+    response = terminal(
+        api, line.format(secret=SECRET, backup_id=backup.id), failsafe_password=FAILSAFE_PASSWORD
+    )
+    assert response.status_code == code
+    assert response.json() == {"Success": False, "Error": error}
+    trail = json.dumps([(e.target, e.details) for e in AuditEvent.objects.all()])
+    assert SECRET not in trail
+    # Nothing ran on the strength of a line it could not read.
+    backup.refresh_from_db()
+    assert not backup.is_safe
+    assert Backup.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_passkey_typed_after_help_failsafe_is_not_echoed(api, armed):
+    response = terminal(api, f"help_failsafe {armed}")
+    assert response.status_code == 400
+    assert armed not in response.content.decode()
+    assert not Backup.objects.exists()
+
+
+@pytest.mark.django_db
+def test_marksafe_needs_the_failsafe_password_and_accepted_issues(api, actor, armed, population):
+    baseline = services.create_backup(actor=actor)
+    assert terminal(api, f"failsafe marksafe {baseline.id}").json() == {
+        "Success": False,
+        "Error": "Failsafe password required",
+    }
+    wrong = terminal(api, f"failsafe marksafe {baseline.id}", failsafe_password="guess")
+    assert wrong.status_code == 403
+    assert terminal(
+        api, f"failsafe marksafe {baseline.id}", failsafe_password=FAILSAFE_PASSWORD
+    ).json()["Success"]
+
+    User.objects.filter(username__in=["alice", "bob"]).delete()
+    suspect = services.create_backup(actor=actor)
+    refused = terminal(api, f"failsafe marksafe {suspect.id}", failsafe_password=FAILSAFE_PASSWORD)
+    assert refused.status_code == 409
+    assert "User count decreased: 6 -> 4" in refused.json()["Error"]
+    suspect.refresh_from_db()
+    assert not suspect.is_safe
+
+    accepted = terminal(
+        api,
+        f"failsafe marksafe {suspect.id} --accept-issues",
+        failsafe_password=FAILSAFE_PASSWORD,
+    )
+    assert accepted.status_code == 200
+    assert accepted.json()["BackupId"] == str(suspect.id)
+    suspect.refresh_from_db()
+    assert suspect.is_safe

@@ -66,7 +66,11 @@ def test_seed_workflow_over_http(superadmin, passkey, population):
     assert listed["results"][0]["total_licenses"] == 4
     assert listed["results"][0]["is_safe"] is False
 
-    marked = client.post(backup_url("api:backup-mark-safe", safe_id))
+    marked = client.post(
+        backup_url("api:backup-mark-safe", safe_id),
+        {"failsafe_password": FAILSAFE_PASSWORD},
+        format="json",
+    )
     assert marked.status_code == 200
     assert marked.json()["is_safe"] is True
     assert marked.json()["marked_safe_by"] == "root"
@@ -151,7 +155,7 @@ def test_seed_workflow_over_http(superadmin, passkey, population):
 def test_backups_are_listed_newest_first_filtered_and_paginated(api, actor, armed, monkeypatch):
     manual = services.create_backup(actor=actor, reason="one")
     scheduled = services.create_backup(actor=actor, backup_type="SCHEDULED", reason="two")
-    services.mark_safe(actor=actor, backup_id=manual.id)
+    services.mark_safe(actor=actor, backup_id=manual.id, password=FAILSAFE_PASSWORD)
     emergency = services.trigger(actor=actor, passkey=armed).backup
     monkeypatch.setattr(PageNumberPagination, "page_size", 2)
 

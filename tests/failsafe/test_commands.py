@@ -19,7 +19,6 @@ from tests.helpers import run
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
 @pytest.mark.django_db
 def test_setpassword_from_stdin_then_change_needs_the_current_one(superadmin):
     payload = json.loads(
@@ -53,9 +52,10 @@ def test_backup_marksafe_compare_and_restore_commands(superadmin, armed, populat
     created = json.loads(run("failsafe_backup", "--reason", "before upgrade", "--json"))
     assert created["Success"] is True and created["State"]["TotalUsers"] == 6
     backup_id = created["BackupId"]
-    assert json.loads(run("failsafe_marksafe", backup_id, "--json"))["Message"] == (
-        "Backup marked as safe environment"
+    marked = run(
+        "failsafe_marksafe", backup_id, "--json", "--password-stdin", stdin=FAILSAFE_PASSWORD
     )
+    assert json.loads(marked)["Message"] == "Backup marked as safe environment"
     population[0][0].delete()  # alice
 
     compared = json.loads(run("failsafe_compare", "--json"))
@@ -134,7 +134,15 @@ def test_unlock_lifts_a_lockout(superadmin, armed):
             run("failsafe_trigger", "--passkey-stdin", stdin="SERVER-NOPE\n")
     with pytest.raises(CommandError, match="Too many failed attempts"):
         run("failsafe_trigger", "--passkey-stdin", stdin=armed + "\n")
-    assert json.loads(run("failsafe_unlock", "--account", "root", "--json"))["Lifted"] == 1
+    unlocked = run(
+        "failsafe_unlock",
+        "--account",
+        "root",
+        "--json",
+        "--password-stdin",
+        stdin=FAILSAFE_PASSWORD,
+    )
+    assert json.loads(unlocked)["Lifted"] == 1
     assert json.loads(run("failsafe_trigger", "--passkey-stdin", "--json", stdin=armed + "\n"))[
         "Success"
     ]

@@ -20,7 +20,7 @@ from failsafe.exceptions import (
 )
 from failsafe.models import AuditEvent, Backup
 from failsafe.render import seed
-from tests.factories import AdminFactory
+from tests.factories import FAILSAFE_PASSWORD, AdminFactory
 from tests.helpers import run
 
 from .test_chunked_store import bulk_users, take_format1_backup
@@ -54,6 +54,10 @@ def last_event() -> AuditEvent:
     return AuditEvent.objects.order_by("-seq").first()
 
 
+@pytest.fixture(autouse=True)
+def _failsafe_password(db, armed):
+    """Deleting and collecting need the failsafe password: it is set for every test here."""
+
 
 @pytest.fixture
 def two_backups(actor, population):
@@ -77,8 +81,8 @@ def test_a_shared_chunk_survives_deleting_one_backup_and_collecting(actor, two_b
     assert shared and only_first
     age(stored_chunks(settings).values())
 
-    services.delete_backup(actor=actor, backup_id=first.id)
-    report = services.collect_garbage(actor=actor)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
+    report = services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
 
     remaining = set(stored_chunks(settings))
     assert remaining == chunks_of(second)
@@ -94,18 +98,18 @@ def test_unreferenced_chunks_are_kept_until_the_grace_period_has_passed(
     actor, two_backups, settings
 ):
     first, second = two_backups
-    services.delete_backup(actor=actor, backup_id=first.id)
-    services.delete_backup(actor=actor, backup_id=second.id, force=True)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=second.id, force=True)
     chunks = stored_chunks(settings)
 
-    report = services.collect_garbage(actor=actor)
+    report = services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
     assert (report.deleted, report.kept_recent) == (0, len(chunks))
     assert set(stored_chunks(settings)) == set(chunks)
 
     old, recent = sorted(chunks)[: len(chunks) // 2], sorted(chunks)[len(chunks) // 2 :]
     age(chunks[name] for name in old)
     old_bytes = sum(chunks[name].stat().st_size for name in old)
-    report = services.collect_garbage(actor=actor)
+    report = services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
     assert (report.deleted, report.kept_recent, report.bytes_freed) == (
         len(old),
         len(recent),
@@ -114,7 +118,7 @@ def test_unreferenced_chunks_are_kept_until_the_grace_period_has_passed(
     assert set(stored_chunks(settings)) == set(recent)
 
     settings.FAILSAFE = {"GC_GRACE_SECONDS": 0}
-    services.collect_garbage(actor=actor)
+    services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
     assert stored_chunks(settings) == {}
 
 
@@ -122,7 +126,7 @@ def test_unreferenced_chunks_are_kept_until_the_grace_period_has_passed(
 def test_a_dry_run_counts_and_deletes_nothing(actor, two_backups, settings):
     first, second = two_backups
     only_first = chunks_of(first) - chunks_of(second)
-    services.delete_backup(actor=actor, backup_id=first.id)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
     chunks = stored_chunks(settings)
     age(chunks.values())
 
@@ -137,7 +141,7 @@ def test_a_dry_run_counts_and_deletes_nothing(actor, two_backups, settings):
 @pytest.mark.django_db
 def test_collection_is_refused_while_the_operation_lock_is_held(actor, two_backups, settings):
     first, _ = two_backups
-    services.delete_backup(actor=actor, backup_id=first.id)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
     age(stored_chunks(settings).values())
     before = set(stored_chunks(settings))
 
@@ -145,7 +149,7 @@ def test_collection_is_refused_while_the_operation_lock_is_held(actor, two_backu
         oplock.operation_lock(holder="scheduled backup by cron"),
         pytest.raises(OperationInProgress, match="scheduled backup by cron"),
     ):
-        services.collect_garbage(actor=actor)
+        services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
 
     assert set(stored_chunks(settings)) == before
     assert (last_event().action, last_event().outcome) == ("failsafe.gc", "FAILED")
@@ -156,14 +160,14 @@ def test_an_unreadable_manifest_stops_collection_before_anything_is_deleted(
     actor, two_backups, settings
 ):
     first, second = two_backups
-    services.delete_backup(actor=actor, backup_id=first.id)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
     age(stored_chunks(settings).values())
     before = set(stored_chunks(settings))
     manifest = backup_dir(settings) / second.archive_name
     manifest.write_bytes(manifest.read_bytes()[:-20])
 
     with pytest.raises(ArchiveCorrupt, match=f"nothing was deleted: .*{second.id}"):
-        services.collect_garbage(actor=actor)
+        services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
     assert set(stored_chunks(settings)) == before
 
 
@@ -173,9 +177,9 @@ def test_a_manifest_without_a_backup_row_keeps_its_chunks(actor, two_backups, se
     age(stored_chunks(settings).values())
     # As after restoring the database from a dump older than the archive storage.
     Backup.objects.filter(pk=second.pk).delete()
-    services.delete_backup(actor=actor, backup_id=first.id)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
 
-    report = services.collect_garbage(actor=actor)
+    report = services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
 
     assert report.orphan_manifests == [str(second.id)]
     assert set(stored_chunks(settings)) == chunks_of(second)
@@ -193,7 +197,7 @@ def test_leftovers_of_a_dead_writer_are_removed_after_the_grace_period(actor, se
     duplicate.write_bytes(b"x")
     age([stale, duplicate])
 
-    report = services.collect_garbage(actor=actor)
+    report = services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
 
     assert report.temp_files_deleted == 2
     assert not stale.exists() and not duplicate.exists() and fresh.exists()
@@ -207,7 +211,7 @@ def test_missing_chunks_and_manifests_are_reported(actor, two_backups, settings)
     (backup_dir(settings) / first.archive_name).unlink()
     stored_chunks(settings)[victim].unlink()
 
-    report = services.collect_garbage(actor=actor)
+    report = services.collect_garbage(actor=actor, password=FAILSAFE_PASSWORD)
 
     assert report.missing_manifests == [str(first.id)]
     assert report.missing == 1
@@ -222,7 +226,9 @@ def test_deleting_a_backup_removes_its_row_and_manifest_and_is_audited(
 ):
     first, second = two_backups
     first_chunks = chunks_of(first)
-    result = services.delete_backup(actor=actor, backup_id=str(first.id))
+    result = services.delete_backup(
+        actor=actor, password=FAILSAFE_PASSWORD, backup_id=str(first.id)
+    )
 
     assert not Backup.objects.filter(pk=first.pk).exists()
     assert not (backup_dir(settings) / first.archive_name).exists()
@@ -235,24 +241,26 @@ def test_deleting_a_backup_removes_its_row_and_manifest_and_is_audited(
         str(first.id),
     )
     with pytest.raises(BackupNotFound):
-        services.delete_backup(actor=actor, backup_id=first.id)
+        services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
 
 
 @pytest.mark.django_db
 def test_the_only_safe_backup_is_kept_unless_forced(actor, two_backups):
     first, second = two_backups
-    services.mark_safe(actor=actor, backup_id=first.id)
+    services.mark_safe(actor=actor, backup_id=first.id, password=FAILSAFE_PASSWORD)
 
     with pytest.raises(FailsafeError, match="only safe backup"):
-        services.delete_backup(actor=actor, backup_id=first.id)
+        services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
     assert Backup.objects.filter(pk=first.pk).exists()
     assert (last_event().action, last_event().outcome) == ("failsafe.delete", "FAILED")
 
-    services.mark_safe(actor=actor, backup_id=second.id)
-    services.delete_backup(actor=actor, backup_id=first.id)
+    services.mark_safe(
+        actor=actor, backup_id=second.id, password=FAILSAFE_PASSWORD, accept_issues=True
+    )
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=first.id)
     with pytest.raises(FailsafeError, match="only safe backup"):
-        services.delete_backup(actor=actor, backup_id=second.id)
-    services.delete_backup(actor=actor, backup_id=second.id, force=True)
+        services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=second.id)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=second.id, force=True)
     assert not Backup.objects.exists()
 
 
@@ -261,16 +269,20 @@ def test_a_running_backup_is_not_deleted(actor):
     running = Backup.objects.create(type=Backup.Type.MANUAL)
 
     with pytest.raises(FailsafeError, match="still running"):
-        services.delete_backup(actor=actor, backup_id=running.id)
+        services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=running.id)
     # Really being written: its writer holds the lock, and --force does not take it.
     with (
         oplock.operation_lock(holder="manual backup by root"),
         pytest.raises(OperationInProgress),
     ):
-        services.delete_backup(actor=actor, backup_id=running.id, force=True)
+        services.delete_backup(
+            actor=actor, password=FAILSAFE_PASSWORD, backup_id=running.id, force=True
+        )
     assert Backup.objects.filter(pk=running.pk).exists()
     # Left RUNNING by a process that died: --force clears it.
-    services.delete_backup(actor=actor, backup_id=running.id, force=True)
+    services.delete_backup(
+        actor=actor, password=FAILSAFE_PASSWORD, backup_id=running.id, force=True
+    )
     assert not Backup.objects.filter(pk=running.pk).exists()
 
 
@@ -280,7 +292,7 @@ def test_deleting_a_format_1_backup_removes_its_archive_file(actor, population, 
     path = backup_dir(settings) / old.archive_name
     assert path.exists()
 
-    services.delete_backup(actor=actor, backup_id=old.id)
+    services.delete_backup(actor=actor, password=FAILSAFE_PASSWORD, backup_id=old.id)
 
     assert not path.exists()
     assert not Backup.objects.exists()
@@ -303,7 +315,7 @@ def test_only_a_superadmin_deletes_or_collects(actor, two_backups):
 
 
 @pytest.mark.django_db
-def test_delete_and_gc_commands(superadmin, population, settings):
+def test_delete_and_gc_commands(superadmin, armed, population, settings):
     bulk_users(1500)
     first = json.loads(run("failsafe_backup", "--json"))["BackupId"]
     User.objects.filter(username__startswith="bulk0000").delete()
@@ -313,7 +325,10 @@ def test_delete_and_gc_commands(superadmin, population, settings):
         run("failsafe_delete", first)
     assert Backup.objects.filter(pk=first).exists()
 
-    payload = json.loads(run("failsafe_delete", first, "--yes", "--json"))
+    deleted = run(
+        "failsafe_delete", first, "--yes", "--json", "--password-stdin", stdin=FAILSAFE_PASSWORD
+    )
+    payload = json.loads(deleted)
     assert payload["Success"] is True and payload["BackupId"] == first
     assert not Backup.objects.filter(pk=first).exists()
 
@@ -323,6 +338,6 @@ def test_delete_and_gc_commands(superadmin, population, settings):
     assert dry["DryRun"] is True and dry["ChunksDeleted"] >= 1
     assert set(stored_chunks(settings)) == before
 
-    text = run("failsafe_gc")
+    text = run("failsafe_gc", "--password-stdin", stdin=FAILSAFE_PASSWORD)
     assert f"{dry['ChunksDeleted']} unused chunks deleted ({dry['BytesFreed']} bytes)" in text
     assert len(stored_chunks(settings)) == len(before) - dry["ChunksDeleted"]

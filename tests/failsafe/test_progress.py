@@ -224,7 +224,7 @@ def test_compare_counts_the_rows_of_the_archives_it_reads(actor, population):
 
 def test_the_trigger_reports_its_backup_then_its_compare(actor, armed, population):
     safe = services.create_backup(actor=actor)
-    services.mark_safe(actor=actor, backup_id=safe.id)
+    services.mark_safe(actor=actor, backup_id=safe.id, password=FAILSAFE_PASSWORD)
     recorder = RecordingProgress()
 
     services.trigger(actor=actor, passkey=armed, progress=recorder)

@@ -49,7 +49,9 @@ def test_seed_workflow_through_the_terminal(actor, passkey, population):
     assert listed["Backups"][0]["Id"] == backup_id
     assert listed["Backups"][0]["State"]["TotalUsers"] == 6
 
-    marked = term(actor, f"failsafe marksafe {backup_id}").payload
+    marked = term(
+        actor, f"failsafe marksafe {backup_id}", failsafe_password=FAILSAFE_PASSWORD
+    ).payload
     assert marked == {
         "Success": True,
         "Message": "Backup marked as safe environment",
@@ -167,7 +169,7 @@ def test_trigger_with_a_corrupt_safe_backup_still_backs_up_and_says_so(
     actor, armed, population, settings
 ):
     safe = services.create_backup(actor=actor)
-    services.mark_safe(actor=actor, backup_id=safe.id)
+    services.mark_safe(actor=actor, backup_id=safe.id, password=FAILSAFE_PASSWORD)
     (Path(settings.FAILSAFE_BACKUP_DIR) / safe.archive_name).write_bytes(b"garbage")
 
     result = services.trigger(actor=actor, passkey=armed)
@@ -198,7 +200,7 @@ def test_wrong_passkeys_lock_the_trigger_out(actor, armed):
     )
     assert outcomes == ["DENIED"] * 6
 
-    assert services.unlock(actor=actor, account="root") == 1
+    assert services.unlock(actor=actor, account="root", password=FAILSAFE_PASSWORD) == 1
     assert services.trigger(actor=actor, passkey=armed).backup.is_complete
 
 
@@ -216,7 +218,7 @@ def test_only_a_superadmin_may_act(passkey):
 @pytest.mark.django_db
 def test_malformed_and_unknown_ids_are_refused_clearly(actor, armed):
     with pytest.raises(InvalidBackupId, match="Invalid backup id: 'nope'"):
-        services.mark_safe(actor=actor, backup_id="nope")
+        services.mark_safe(actor=actor, backup_id="nope", password=FAILSAFE_PASSWORD)
     reply = term(actor, "failsafe marksafe 3f1c2b9e-0000-4000-8000-000000000000")
     assert reply.payload["Error"] == "Backup not found: 3f1c2b9e-0000-4000-8000-000000000000"
 

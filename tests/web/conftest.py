@@ -1,6 +1,7 @@
 import pytest
 
 from failsafe import services
+from tests.factories import FAILSAFE_PASSWORD
 
 
 @pytest.fixture(autouse=True)
@@ -15,6 +16,6 @@ def root_client(client, superadmin):
 
 
 @pytest.fixture
-def safe_backup(actor, population):
+def safe_backup(actor, armed, population):
     backup = services.create_backup(actor=actor, reason="known good")
-    return services.mark_safe(actor=actor, backup_id=backup.pk)
+    return services.mark_safe(actor=actor, backup_id=backup.pk, password=FAILSAFE_PASSWORD)

@@ -63,11 +63,26 @@ def test_the_detail_page_shows_the_state_and_offers_the_comparison_with_the_last
     assert str(safe_backup.pk) in content  # the baseline is named
 
 
-def test_mark_as_safe_action(root_client, actor, population):
+def test_mark_as_safe_asks_for_the_failsafe_password_first(root_client, actor, armed, population):
     backup = services.create_backup(actor=actor)
+    selected = {"action": "mark_safe_action", "_selected_action": [str(backup.pk)]}
+    page = root_client.post(CHANGELIST, selected)
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert 'id="mark-safe-form"' in content and 'type="password"' in content
+    backup.refresh_from_db()
+    assert not backup.is_safe
+
+    wrong = root_client.post(
+        CHANGELIST, {**selected, "apply": "1", "failsafe_password": "wrong"}, follow=True
+    )
+    assert "Invalid failsafe password" in wrong.content.decode()
+    backup.refresh_from_db()
+    assert not backup.is_safe
+
     response = root_client.post(
         CHANGELIST,
-        {"action": "mark_safe_action", "_selected_action": [str(backup.pk)]},
+        {**selected, "apply": "1", "failsafe_password": FAILSAFE_PASSWORD},
         follow=True,
     )
     assert "1 backup marked as safe." in response.content.decode()
@@ -77,11 +92,16 @@ def test_mark_as_safe_action(root_client, actor, population):
     assert (event.source, event.ip_address, event.outcome) == ("admin", "127.0.0.1", "SUCCESS")
 
 
-def test_mark_as_safe_shows_the_services_refusal(root_client, actor):
+def test_mark_as_safe_shows_the_services_refusal(root_client, actor, armed):
     failed = Backup.objects.create(type=Backup.Type.MANUAL, status=Backup.Status.FAILED)
     response = root_client.post(
         CHANGELIST,
-        {"action": "mark_safe_action", "_selected_action": [str(failed.pk)]},
+        {
+            "action": "mark_safe_action",
+            "_selected_action": [str(failed.pk)],
+            "apply": "1",
+            "failsafe_password": FAILSAFE_PASSWORD,
+        },
         follow=True,
     )
     assert f"Backup {failed.pk} is failed: it has no archive" in response.content.decode()

@@ -6,7 +6,10 @@ from failsafe.render import seed, text
 
 
 class Command(FailsafeCommand):
-    help = "Show the audit trail, or --verify its HMAC chain."
+    help = (
+        "Show the audit trail, or --verify its HMAC chain against the anchors kept outside "
+        "the database."
+    )
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
@@ -17,10 +20,12 @@ class Command(FailsafeCommand):
         if verify:
             result = services.verify_audit_chain(actor=actor)
             self.emit(seed.audit_chain(result), text.audit_chain(result))
-            if not result.ok:
-                raise CommandError(
-                    f"Audit chain broken at event #{result.first_broken_seq}: {result.reason}"
-                )
-            return
+            if result.ok:
+                return
+            if result.first_broken_seq is None:
+                raise CommandError(f"Audit chain not verified: {result.reason}")
+            raise CommandError(
+                f"Audit chain broken at event #{result.first_broken_seq}: {result.reason}"
+            )
         events = list(services.audit_events(actor=actor)[: max(limit, 0)])
         self.emit(seed.audit_events(events), text.audit_events(events))

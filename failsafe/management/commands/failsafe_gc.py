@@ -11,9 +11,15 @@ class Command(FailsafeCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
         )
+        parser.add_argument("--password-stdin", action="store_true")
 
-    def run(self, actor, *, dry_run, **options):
-        report = services.collect_garbage(actor=actor, dry_run=dry_run)
+    def run(self, actor, *, dry_run, password_stdin, **options):
+        password = (
+            None
+            if dry_run
+            else self.read_secret("Failsafe password: ", from_stdin=password_stdin)
+        )
+        report = services.collect_garbage(actor=actor, password=password, dry_run=dry_run)
         lines = [
             self.style.ERROR(line) if alarm else line for line, alarm in text.garbage(report)
         ]

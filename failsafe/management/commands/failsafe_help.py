@@ -8,14 +8,15 @@ MANAGE_COMMANDS = [
     "failsafe_backups [--type T] [--safe]",
     "failsafe_backup [--type MANUAL|SCHEDULED] [--reason R]",
     "failsafe_trigger [--passkey-stdin] [--reason R]",
-    "failsafe_marksafe BACKUP_ID",
+    "failsafe_marksafe BACKUP_ID [--password-stdin] [--accept-issues]",
     "failsafe_compare [BACKUP_ID|live] [--against BACKUP_ID|live]",
-    "failsafe_restore BACKUP_ID [--dry-run] [--yes] [--password-stdin] [--allow-cascade]",
+    "failsafe_restore BACKUP_ID [--dry-run] [--yes] [--password-stdin] [--allow-cascade]"
+    " [--without-pre-restore-backup [--confirm BACKUP_ID]]",
     "failsafe_verify [BACKUP_ID|--all]",
-    "failsafe_delete BACKUP_ID [--yes] [--force]",
-    "failsafe_gc [--dry-run]",
+    "failsafe_delete BACKUP_ID [--yes] [--force] [--password-stdin]",
+    "failsafe_gc [--dry-run] [--password-stdin]",
     "failsafe_audit [--verify] [--limit N]",
-    "failsafe_unlock [--account USERNAME]",
+    "failsafe_unlock [--account USERNAME] [--password-stdin]",
     "failsafe_terminal [-c COMMAND]",
 ]
 

@@ -1,3 +1,5 @@
+import sys
+
 from django.core.management.base import CommandError
 
 from failsafe import services
@@ -23,8 +25,32 @@ class Command(FailsafeCommand):
             action="store_true",
             help="accept deleting data outside the backup that depends on removed records",
         )
+        parser.add_argument(
+            "--without-pre-restore-backup",
+            action="store_true",
+            help="restore although the backup of the current state cannot be written (a full "
+            "disk): keeps no copy of the current state; asks for the backup id to confirm",
+        )
+        parser.add_argument(
+            "--confirm",
+            metavar="BACKUP_ID",
+            default="",
+            help="with --without-pre-restore-backup, the confirmation without a prompt",
+        )
 
-    def run(self, actor, *, backup_id, dry_run, yes, password_stdin, allow_cascade, **options):
+    def run(
+        self,
+        actor,
+        *,
+        backup_id,
+        dry_run,
+        yes,
+        password_stdin,
+        allow_cascade,
+        without_pre_restore_backup,
+        confirm,
+        **options,
+    ):
         if dry_run:
             with self.progress() as progress:
                 result = services.restore(
@@ -40,6 +66,15 @@ class Command(FailsafeCommand):
             self.stdout.write(text.restore(preview))
             if input("Restore this backup? Type 'yes' to go on: ").strip().lower() != "yes":
                 raise CommandError("Restore cancelled; nothing was changed")
+        if without_pre_restore_backup and not confirm:
+            if not sys.stdin.isatty():
+                raise CommandError(
+                    "--without-pre-restore-backup needs the backup id typed to confirm: "
+                    "pass --confirm BACKUP_ID"
+                )
+            confirm = input(
+                "No copy of the current state will be kept. Type the backup id to confirm: "
+            )
         password = self.read_secret("Failsafe password: ", from_stdin=password_stdin)
         with self.progress() as progress:
             result = services.restore(
@@ -47,6 +82,8 @@ class Command(FailsafeCommand):
                 backup_id=backup_id,
                 password=password,
                 allow_cascade=allow_cascade,
+                without_pre_restore_backup=without_pre_restore_backup,
+                confirmation=confirm,
                 progress=progress,
             )
         self.emit(seed.restore(result), text.restore(result))

@@ -9,7 +9,9 @@ class Command(FailsafeCommand):
     def add_arguments(self, parser):
         super().add_arguments(parser)
         parser.add_argument("--account", metavar="USERNAME", help="default: every account")
+        parser.add_argument("--password-stdin", action="store_true")
 
-    def run(self, actor, *, account, **options):
-        lifted = services.unlock(actor=actor, account=account)
+    def run(self, actor, *, account, password_stdin, **options):
+        password = self.read_secret("Failsafe password: ", from_stdin=password_stdin)
+        lifted = services.unlock(actor=actor, account=account, password=password)
         self.emit(seed.unlocked(lifted), self.style.SUCCESS(text.unlocked(lifted)))
