@@ -7,14 +7,22 @@ which store holds it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 
-from .archive import ArchiveInfo, get_store, shared_chunks
+from django.db import DatabaseError, transaction
+
+from . import capture
+from .archive import ArchiveInfo, RepairReport, get_store, shared_chunks
 from .archive.garbage import GarbageReport
-from .models import Backup
+from .archive.healing import ChunkRecord, SnapshotSource
+from .conf import setting
+from .models import Backup, VerifiedChunk
 from .progress import stage
 from .snapshot import Section, Snapshot, iso
+
+logger = logging.getLogger(__name__)
 
 
 def _location(backup: Backup) -> dict:
@@ -31,6 +39,66 @@ def rows_counted(state: dict | None) -> int | None:
     return sum(counts.values()) if counts else None
 
 
+class DatabaseChunkIndex:
+    """The store's chunk index (archive.healing.ChunkIndex) as VerifiedChunk rows."""
+
+    # Ids per query: well under SQLite's limit of bound parameters.
+    BATCH = 500
+
+    def lookup(self, chunk_hexes: Collection[str]) -> dict[str, ChunkRecord]:
+        wanted = list(chunk_hexes)
+        found = {}
+        for start in range(0, len(wanted), self.BATCH):
+            batch = wanted[start : start + self.BATCH]
+            for row in VerifiedChunk.objects.filter(chunk_id__in=batch):
+                found[row.chunk_id] = ChunkRecord(
+                    row.chunk_id, row.sha256, row.stamp, row.verified_at
+                )
+        return found
+
+    def remember(self, records: Collection[ChunkRecord]) -> None:
+        rows = [
+            VerifiedChunk(
+                chunk_id=record.chunk_hex,
+                sha256=record.sha256,
+                stamp=record.stamp,
+                verified_at=record.verified_at,
+            )
+            for record in records
+        ]
+        # In its own savepoint: a backup writes these inside its capture transaction
+        # (REPEATABLE READ on PostgreSQL), where a verification that updated the same rows
+        # meanwhile makes the update fail. A lost entry only means the chunk is read again,
+        # so that must not fail the backup.
+        try:
+            with transaction.atomic():
+                VerifiedChunk.objects.bulk_create(
+                    rows,
+                    batch_size=self.BATCH,
+                    update_conflicts=True,
+                    unique_fields=["chunk_id"],
+                    update_fields=["sha256", "stamp", "verified_at"],
+                )
+        except DatabaseError as exc:
+            logger.warning("The chunk index was not updated (%s): chunks are read again", exc)
+
+    def forget(self, chunk_hexes: Collection[str]) -> None:
+        wanted = list(chunk_hexes)
+        for start in range(0, len(wanted), self.BATCH):
+            VerifiedChunk.objects.filter(chunk_id__in=wanted[start : start + self.BATCH]).delete()
+
+
+@contextmanager
+def _live_sections() -> Iterator[Iterable[Section]]:
+    with capture.consistent_read():
+        yield capture.live_sections()
+
+
+# Where a damaged chunk's rows may still be found: the live database, read as a backup
+# reads it. (A replica of the store, once there are replicas, is another source.)
+LIVE_DATA = SnapshotSource("live data", _live_sections)
+
+
 def _with_archive() -> Iterable[Backup]:
     return Backup.objects.filter(status=Backup.Status.COMPLETE).exclude(archive_name="")
 
@@ -40,7 +108,7 @@ def write(backup: Backup, *, state: dict, sections: Iterable[Section]) -> Archiv
     # The newest backup's manifest lends the sizes of the chunks the two share, so they
     # need not be asked of the storage one by one.
     previous = _with_archive().order_by("-created_at").first()
-    return get_store().write(
+    info = get_store().write(
         backup_id=str(backup.id),
         meta={
             "backup_id": str(backup.id),
@@ -50,7 +118,16 @@ def write(backup: Backup, *, state: dict, sections: Iterable[Section]) -> Archiv
         },
         sections=sections,
         previous=_location(previous) if previous else None,
+        chunk_index=DatabaseChunkIndex(),
+        reverify_seconds=float(setting("CHUNK_REVERIFY_SECONDS")),
     )
+    if info.chunks_rewritten:
+        logger.warning(
+            "Backup %s rewrote %d damaged stored chunks from the live rows",
+            backup.id,
+            info.chunks_rewritten,
+        )
+    return info
 
 
 @contextmanager
@@ -100,7 +177,24 @@ def verify(backup: Backup, *, checked_chunks: set[bytes] | None = None) -> dict[
     Several backups verified with one `checked_chunks` set read each shared chunk once.
     """
     with stage(f"Verify backup {str(backup.id)[:8]}", rows_counted(backup.state)):
-        return get_store().verify(**_location(backup), checked_chunks=checked_chunks)
+        return get_store().verify(
+            **_location(backup), checked_chunks=checked_chunks, chunk_index=DatabaseChunkIndex()
+        )
+
+
+def repair(backups: Iterable[Backup], *, checked_chunks: set[bytes]) -> RepairReport:
+    """Rewrite the damaged chunks of these backups from the live rows that still hold them.
+
+    Chunks in `checked_chunks` were found good in this run and are not read again. The
+    caller holds the operation lock.
+    """
+    with stage("Repair damaged chunks", None):
+        return get_store().repair(
+            archives=[_location(backup) for backup in backups],
+            checked_chunks=checked_chunks,
+            sources=[LIVE_DATA],
+            chunk_index=DatabaseChunkIndex(),
+        )
 
 
 def keeps_shared_parts(backup: Backup) -> bool:
@@ -124,4 +218,5 @@ def collect_garbage(*, grace_seconds: int, dry_run: bool) -> GarbageReport:
         ],
         grace_seconds=grace_seconds,
         dry_run=dry_run,
+        chunk_index=DatabaseChunkIndex(),
     )

@@ -53,11 +53,12 @@ class ChainVerification:
 
     The verdict is the first four fields, and equality compares only those. The rest say
     what the anchors outside the database showed: `anchored_seq`, the highest event they
-    name; `unanchored`, how many of the newest events they do not cover yet (their anchor
-    could not be written: see the log); `deleted_after`, N when the anchors name events
-    after the table's last event #N (0: the table is empty); `wiped`, the table holds none
-    of the anchored trail, or another event #1; `unreadable_anchors`, anchor lines that
-    could not be parsed (a torn write, or tampering with the storage).
+    name; `unanchored`, how many of the newest events they do not cover yet (recorded before
+    anchoring existed, or their anchor could not be written: see the log); `deleted_after`,
+    N when the events after #N were deleted, whether or not the application has given their
+    numbers out again since; `wiped`, the same with N = 0: the whole anchored trail is gone;
+    `unreadable_anchors`, anchor lines that could not be parsed (a torn write, or tampering
+    with the storage).
     """
 
     ok: bool
@@ -246,8 +247,8 @@ def verify_chain() -> ChainVerification:
     found = {
         "anchored_seq": anchors.highest,
         "unanchored": max(last_seq - anchors.highest, 0),
-        "deleted_after": last_seq if anchors.highest > last_seq else None,
-        "wiped": anchors.count > 0 and (last_seq == 0 or anchors.differs == 1),
+        "deleted_after": anchors.deleted_after(last_seq),
+        "wiped": anchors.count > 0 and anchors.deleted_after(last_seq) == 0,
         "unreadable_anchors": anchors.unreadable,
     }
     if problems:
@@ -281,21 +282,46 @@ class _AnchorCheck:
     # The lowest anchored seq the table does not hold, and the lowest held with another hash.
     missing: int | None = None
     differs: int | None = None
+    # Whether the event now under `differs` was anchored too: recorded by the application
+    # after the anchored one was deleted and its number given out again.
+    reused: bool = False
     unreadable: int = 0
     error: str = ""
+
+    def deleted_after(self, last_seq: int) -> int | None:
+        """N when the events after #N were deleted (0: all of them), whether or not their
+        numbers were given out again since; None when no deletion shows."""
+        if self.reused:
+            return self.differs - 1
+        return last_seq if self.highest > last_seq else None
 
     def problems(self, last_seq: int) -> list[tuple[int, str]]:
         """(seq, why) for each kind of disagreement with a table whose last event is #last_seq."""
         found = []
-        if self.differs is not None:
-            if self.differs == 1:
-                why = "the trail was wiped or re-signed and written again"
-            else:
-                why = "rewritten or re-signed"
+        if self.differs == 1 and self.reused:
+            found.append(
+                (
+                    1,
+                    "the audit table was wiped and written again: event #1 is not the event "
+                    "first anchored outside the database under that number",
+                )
+            )
+        elif self.reused:
             found.append(
                 (
                     self.differs,
-                    f"event #{self.differs} differs from its anchor outside the database ({why})",
+                    f"events after #{self.differs - 1} were deleted: the anchors outside the "
+                    f"database name other events under #{self.differs} and later numbers, "
+                    "given out again since",
+                )
+            )
+        elif self.differs is not None:
+            where = "from the start" if self.differs == 1 else "from there on"
+            found.append(
+                (
+                    self.differs,
+                    f"event #{self.differs} differs from its anchor outside the database "
+                    f"(rewritten or re-signed {where})",
                 )
             )
         if self.missing is not None and self.missing <= last_seq:
@@ -327,6 +353,7 @@ class _AnchorCheck:
 
 def _check_anchors() -> _AnchorCheck:
     found = _AnchorCheck()
+    differing_hash = ""
     try:
         log = anchor_log(get_store().storage)
         for batch in _batches(log.read(), ANCHOR_BATCH):
@@ -341,9 +368,18 @@ def _check_anchors() -> _AnchorCheck:
                 stored_hash = stored.get(anchor.seq)
                 if stored_hash is None:
                     found.missing = min(found.missing or anchor.seq, anchor.seq)
-                elif not _same_hash(stored_hash, anchor.mac):
-                    found.differs = min(found.differs or anchor.seq, anchor.seq)
+                elif not _same_hash(stored_hash, anchor.mac) and (
+                    found.differs is None or anchor.seq < found.differs
+                ):
+                    found.differs, differing_hash = anchor.seq, stored_hash
         found.unreadable = log.unreadable
+        if found.differs is not None:
+            # Only after tampering: a second read, to tell a number given out again (the
+            # event there has its own anchor) from an event rewritten in place (it has none).
+            found.reused = any(
+                anchor.seq == found.differs and _same_hash(differing_hash, anchor.mac)
+                for anchor in log.read()
+            )
     except Exception as exc:  # any storage backend's failure to list or read
         found.error = (
             f"the anchors outside the database could not be read ({printable(str(exc))[:200]}): "

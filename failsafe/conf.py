@@ -23,6 +23,10 @@ DEFAULTS = {
     # The garbage collector keeps unreferenced chunks younger than this, in case a backup
     # whose lock was taken over as stale is still writing them.
     "GC_GRACE_SECONDS": 60 * 60,
+    # A backup reuses a stored chunk unread only if it was verified (read and found good,
+    # or written) less than this long ago and its file has not changed since; otherwise it
+    # reads the chunk again and rewrites it if it is damaged. 0: read every reused chunk.
+    "CHUNK_REVERIFY_SECONDS": 24 * 60 * 60,
 }
 
 

@@ -151,3 +151,20 @@ class OperationLock(models.Model):
 
     def __str__(self):
         return f"{self.name}: {self.holder or 'free'}"
+
+
+class VerifiedChunk(models.Model):
+    """The chunk index: a stored chunk file as last found good (or written) by a backup or
+    a verification. archives.DatabaseChunkIndex reads and writes it for the store; see
+    failsafe/archive/healing.py for why it is a table and what a backup trusts it for."""
+
+    # The chunk's name: 64 lowercase hex digits, as in the storage.
+    chunk_id = models.CharField(max_length=64, primary_key=True)
+    # SHA-256 of the stored (encrypted) bytes found good: never anything about the rows.
+    sha256 = models.CharField(max_length=64)
+    # The file's size, inode and times then, where the storage has them cheaply ("" else).
+    stamp = models.CharField(max_length=128, blank=True)
+    verified_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"chunk {self.chunk_id[:12]} verified {self.verified_at:%Y-%m-%d %H:%M:%S}"

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from .conf import setting
 from .exceptions import OperationInProgress
-from .models import OperationLock
+from .models import Backup, OperationLock
 
 LOCK_NAME = "failsafe"
 # Free, held by someone alive, taken over: a few rounds settle any interleaving of those.
@@ -100,8 +100,22 @@ def _acquire(holder: str) -> dict:
                 current.pid,
                 current.host,
             )
+            _fail_orphaned_backups(current)
             return mine
     raise OperationInProgress(_held_message(OperationLock.objects.get(name=LOCK_NAME)))
+
+
+def _fail_orphaned_backups(lock: OperationLock) -> None:
+    """Backups are only written under this lock: once it is taken over from a process that
+    is gone, a backup still RUNNING will never finish. Say so on its row."""
+    Backup.objects.filter(status=Backup.Status.RUNNING).update(
+        status=Backup.Status.FAILED,
+        finished_at=timezone.now(),
+        error=(
+            f"The process writing it ({lock.holder}, pid {lock.pid} on {lock.host or '?'}) "
+            "ended without finishing: its operation lock was taken over"
+        )[:2000],
+    )
 
 
 def _is_stale(lock: OperationLock) -> bool:

@@ -538,9 +538,9 @@ def apply_restore(
     `sections_factory` opens the backup afresh each time it is called: a context manager
     whose value is the sections stream (e.g. a function wrapping the archive store's
     `open`). The backup is read twice: the restore itself, then a verification pass. After
-    the writes, sequences are reset, the result is checked against the backup, and every
-    session is ended and every API token revoked (the counts are in `sessions_flushed` and
-    `tokens_revoked`). `total_rows`, the rows the
+    the writes, sequences are reset (before them too), the result is checked against the
+    backup, and every session is ended and every API token revoked (the counts are in
+    `sessions_flushed` and `tokens_revoked`). `total_rows`, the rows the
     backup holds, only sizes the progress display of each pass.
 
     Cascades are refused as they are met, before the batch that would cause one is
@@ -553,6 +553,9 @@ def apply_restore(
     match today's models; RestoreVerificationFailed (rolled back) when the rows break a
     database constraint or the database does not equal the backup afterwards.
     """
+    # Rows the restore inserts without their key (many-to-many pairs) take it from the
+    # sequences: one left behind the table's keys would collide with the rows kept.
+    reset_sequences()
     try:
         with transaction.atomic(), progress.stage("Restore", total_rows):
             with sections_factory() as sections:

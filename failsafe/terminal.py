@@ -169,9 +169,10 @@ def parse_line(line: str) -> ParsedLine:
     syntax = _find_syntax(words)
     if syntax is None:
         if words and words[0].lower() == "failsafe":
+            shown = (words[0], None) if len(words) > 1 else (words[0],)
             return ParsedLine(
                 None,
-                (words[0],) + (None,) * (len(words) > 1),
+                shown,
                 error=TerminalUsageError(f"Unknown failsafe command: use {SUBCOMMANDS}"),
             )
         # Not even the first word is a command: it may be a secret typed at the wrong prompt.
@@ -184,8 +185,11 @@ def parse_line(line: str) -> ParsedLine:
     count = len(syntax.words)
     public, rest = tuple(words[:count]), words[count:]
     if syntax.secret is not None:
-        secret = line.split(None, count)[count].strip() if rest else ""
-        return ParsedLine(syntax, public + (None,) * bool(secret), secret=secret)
+        if not rest:
+            return ParsedLine(syntax, public)
+        # The whole rest of the line, inner spaces kept: a password may contain them.
+        secret = line.split(None, count)[count].strip()
+        return ParsedLine(syntax, public + (None,), secret=secret)
     if not syntax.takes_backup_id:
         if not rest:
             return ParsedLine(syntax, public)

@@ -10,7 +10,9 @@ else a private directory at FAILSAFE_BACKUP_DIR.
 
 Nothing is ever saved under its final name until complete (files.save_via_temp), so a
 failed or interrupted backup leaves no manifest or archive behind a name. Opening checks
-the stored SHA-256 of the manifest or archive before decrypting anything.
+the stored SHA-256 of the manifest or archive before decrypting anything. A backup reuses
+a stored chunk only once it is vouched for (healing.StoredChunkCheck), and rewrites a
+damaged one from its own rows; `repair` rewrites those of written backups from a source.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ import contextlib
 import hashlib
 import hmac
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.utils import timezone
 
 from .. import keys
 from ..exceptions import ArchiveCorrupt, InvalidBackupId
 from ..snapshot import Section
-from . import chunked, files, garbage, single_file
+from . import chunked, files, garbage, healing, single_file
+from .healing import ChunkIndex, ChunkSource, RepairReport
 
 # What new backups are written in.
 FORMAT_VERSION = chunked.FORMAT_VERSION
@@ -52,6 +56,10 @@ class ArchiveInfo:
     bytes_written: int = 0
     chunks: int = 0
     chunks_written: int = 0
+    # Stored chunks read again because the chunk index could not vouch for them...
+    chunks_rechecked: int = 0
+    # ...and of the chunks written, those that replaced a damaged stored copy.
+    chunks_rewritten: int = 0
 
 
 class SnapshotReader(Protocol):
@@ -108,6 +116,29 @@ def shared_chunks(first: SnapshotReader, second: SnapshotReader) -> dict[str, fr
     }
 
 
+@contextlib.contextmanager
+def _indexing(reader: SnapshotReader, chunk_index: ChunkIndex | None) -> Iterator[None]:
+    """While a chunked archive is read through: the chunk index remembers the chunks
+    found good and forgets the one found damaged."""
+    if chunk_index is None or not isinstance(reader, chunked.ChunkedReader):
+        yield
+        return
+    now = timezone.now()
+    found_good: list[healing.ChunkRecord] = []
+    reader.on_good_chunk = lambda chunk_hex, stamp, stored: found_good.append(
+        healing.ChunkRecord.of(chunk_hex, stamp, stored, now)
+    )
+    try:
+        yield
+    except ArchiveCorrupt:
+        if reader.failed_chunk:
+            chunk_index.forget([reader.failed_chunk])
+        raise
+    finally:
+        if found_good:
+            chunk_index.remember(found_good)
+
+
 class ArchiveStore:
     def __init__(self, storage: Storage):
         self.storage = storage
@@ -120,14 +151,20 @@ class ArchiveStore:
         sections: Iterable[Section],
         format_version: int = FORMAT_VERSION,
         previous: dict | None = None,
+        chunk_index: ChunkIndex | None = None,
+        reverify_seconds: float = 0,
     ) -> ArchiveInfo:
         """Encrypts the snapshot into the store, in format 2 unless told otherwise.
 
         `previous` (name, sha256, backup_id of an earlier chunked backup) only saves size
-        lookups of the chunks the two share. Raises InvalidBackupId, FailsafeError (no
-        keyset), ValueError (a malformed snapshot) and whatever the sections iterator
-        raises; a failed write leaves no manifest or archive (chunks already stored stay
-        for the garbage collector).
+        lookups of the chunks the two share. A chunk already stored is reused unread only
+        when `chunk_index` has it verified less than `reverify_seconds` ago, with the
+        file's stamp unchanged since; otherwise it is read, and rewritten from these rows
+        if it is not good (without an index every stored chunk is read).
+        Raises InvalidBackupId, FailsafeError (no keyset), ValueError (a malformed
+        snapshot), OSError (a damaged chunk that cannot be rewritten) and whatever the
+        sections iterator raises; a failed write leaves no manifest or archive (chunks
+        already stored stay for the garbage collector).
         """
         backup_key = _backup_key(backup_id)
         keyset = keys.active_keyset()
@@ -137,6 +174,14 @@ class ArchiveStore:
         if format_version != chunked.FORMAT_VERSION:
             raise ValueError(f"Unknown archive format {format_version!r}")
         chunk_files = files.ChunkFiles(self.storage)
+        known_sizes = self._chunk_sizes(previous)
+        reuse = healing.StoredChunkCheck(
+            chunk_files,
+            aead=keyset.primitive,
+            index=chunk_index,
+            reverify_seconds=reverify_seconds,
+        )
+        reuse.prefetch(chunk_id.hex() for chunk_id in known_sizes)
         try:
             written = chunked.write_chunks(
                 chunk_files,
@@ -144,12 +189,14 @@ class ArchiveStore:
                 key_id=keyset.primary_key_id,
                 meta=meta,
                 sections=sections,
-                known_sizes=self._chunk_sizes(previous),
+                known_sizes=known_sizes,
+                reuse=reuse,
             )
             chunk_files.finish()
         except BaseException:
             chunk_files.abandon()
             raise
+        reuse.remember()
 
         def write_manifest(temp_file) -> _HashingWriter:
             ciphertext = _HashingWriter(temp_file)
@@ -174,6 +221,8 @@ class ArchiveStore:
             bytes_written=ciphertext.size + written.bytes_written,
             chunks=sum(len(entry.chunks) for entry in written.manifest.models),
             chunks_written=written.chunks_written,
+            chunks_rechecked=reuse.rechecked,
+            chunks_rewritten=written.chunks_rewritten,
         )
 
     def _write_single_file(self, backup_key: str, keyset, meta, sections) -> ArchiveInfo:
@@ -232,11 +281,14 @@ class ArchiveStore:
         if not hmac.compare_digest(digest.hexdigest(), (sha256 or "").lower()):
             raise self._checksum_mismatch(backup_key)
 
-    def read_manifest(self, *, name: str, sha256: str | None, backup_id: str) -> chunked.Manifest:
+    def read_manifest(
+        self, *, name: str, sha256: str | None, backup_id: str, key_id: int | None = None
+    ) -> chunked.Manifest:
         """A format-2 manifest, checked against `sha256` unless that is None (the garbage
-        collector reads manifests it has no Backup row for). Raises ArchiveCorrupt."""
+        collector reads manifests it has no Backup row for). Raises ArchiveCorrupt, and
+        keys.KeyNotHeld when the keyset lacks `key_id` (the key the row says it needs)."""
         backup_key = _backup_key(backup_id)
-        aead = keys.streaming_aead()
+        aead = keys.streaming_aead(key_id=key_id, backup_id=backup_key)
         with self._open_stored(name, backup_key) as stored:
             data = stored.read()
         if sha256 is not None and not hmac.compare_digest(
@@ -248,15 +300,19 @@ class ArchiveStore:
         )
 
     @contextlib.contextmanager
-    def open(self, *, name: str, sha256: str, backup_id: str) -> Iterator[SnapshotReader]:
+    def open(
+        self, *, name: str, sha256: str, backup_id: str, key_id: int | None = None
+    ) -> Iterator[SnapshotReader]:
         """The archive as a snapshot stream. Raises ArchiveCorrupt (on entering, or while
         rows are read) for a missing, altered, truncated or undecryptable archive, manifest
         or chunk."""
         backup_key = _backup_key(backup_id)
-        aead = keys.streaming_aead()
+        aead = keys.streaming_aead(key_id=key_id, backup_id=backup_key)
         if name.endswith(chunked.SUFFIX):
             reader = chunked.ChunkedReader(
-                self.read_manifest(name=name, sha256=sha256 or "", backup_id=backup_key),
+                self.read_manifest(
+                    name=name, sha256=sha256 or "", backup_id=backup_key, key_id=key_id
+                ),
                 chunks=files.ChunkFiles(self.storage),
                 aead=aead,
                 backup_id=backup_key,
@@ -280,33 +336,65 @@ class ArchiveStore:
         name: str,
         sha256: str,
         backup_id: str,
+        key_id: int | None = None,
         checked_chunks: set[bytes] | None = None,
+        chunk_index: ChunkIndex | None = None,
     ) -> dict[str, int]:
         """Decodes every record (every chunk, for format 2); returns the per-model row
         counts or raises ArchiveCorrupt.
 
         Verifying several backups, pass one `checked_chunks` set to all of them: a chunk
         already checked in this run is not read again, and the chunks of each backup that
-        verifies are added to it.
+        verifies are added to it. `chunk_index` remembers each chunk read and found good,
+        and forgets one found damaged, so that no backup reuses it unread.
         """
-        with self.open(name=name, sha256=sha256, backup_id=backup_id) as reader:
+        with self.open(name=name, sha256=sha256, backup_id=backup_id, key_id=key_id) as reader:
             chunk_ids = reader.chunk_ids() if isinstance(reader, chunked.ChunkedReader) else {}
             skip = {label: checked_chunks for label in chunk_ids} if checked_chunks else {}
-            for section in reader.sections(skip_chunks=skip):
-                for _row in section.rows:
-                    pass
+            with _indexing(reader, chunk_index):
+                for section in reader.sections(skip_chunks=skip):
+                    for _row in section.rows:
+                        pass
             if checked_chunks is not None:
                 for ids in chunk_ids.values():
                     checked_chunks.update(ids)
             return dict(reader.counts)
 
+    def repair(
+        self,
+        *,
+        archives: Iterable[dict],
+        checked_chunks: set[bytes],
+        sources: Sequence[ChunkSource],
+        chunk_index: ChunkIndex | None = None,
+    ) -> RepairReport:
+        """Rewrites the damaged chunks of these archives from the first source holding
+        their exact rows; see healing.repair. The caller holds the operation lock."""
+        return healing.repair(
+            self,
+            archives=archives,
+            checked_chunks=checked_chunks,
+            sources=sources,
+            index=chunk_index,
+        )
+
     def collect_garbage(
-        self, *, manifests: Iterable[dict], grace_seconds: int, dry_run: bool = False
+        self,
+        *,
+        manifests: Iterable[dict],
+        grace_seconds: int,
+        dry_run: bool = False,
+        chunk_index: ChunkIndex | None = None,
     ) -> garbage.GarbageReport:
-        """Deletes chunk files no manifest names; see garbage.collect. The caller holds the
-        operation lock. Raises ArchiveCorrupt, deleting nothing, if a manifest is unreadable."""
+        """Deletes chunk files no manifest names, and their index entries; see
+        garbage.collect. The caller holds the operation lock. Raises ArchiveCorrupt,
+        deleting nothing, if a manifest is unreadable."""
         return garbage.collect(
-            self, manifests=manifests, grace_seconds=grace_seconds, dry_run=dry_run
+            self,
+            manifests=manifests,
+            grace_seconds=grace_seconds,
+            dry_run=dry_run,
+            chunk_index=chunk_index,
         )
 
     def delete(self, name: str) -> None:

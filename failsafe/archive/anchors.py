@@ -8,11 +8,11 @@ secret or lets anyone forge: a MAC needs the audit key, which is never stored he
 
 `anchor_log(storage)` picks how anchors are kept, by what the storage can do:
 
-- a storage with local files (FileSystemStorage, the default): one append-only text file,
+- a local directory (FileSystemStorage, the default): one append-only text file,
   `audit/anchors.log`, one line `<seq> <mac>` per event, appended with O_APPEND and synced
   (fsync) before the event's caller goes on. Appends of one short line from several
   processes do not interleave on a local file system.
-- a storage without local files, which cannot append (S3 and other object stores through
+- any other storage, which cannot append (S3 and other object stores through
   django-storages): one small object per anchor, `audit/anchors/<seq>-<mac>`, whose name
   says everything, so reading the anchors is a listing and never opens an object. Objects
   are only ever created, never rewritten, so an object store's write-once settings (S3
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage
+from django.core.files.storage import FileSystemStorage, Storage
 
 from ..durable import fsync_directory
 
@@ -64,13 +64,13 @@ class AnchorLog(Protocol):
 
 
 def anchor_log(storage: Storage) -> AnchorLog:
-    """The anchor log kept in `storage`: an appended file when it has local paths, else one
+    """The anchor log kept in `storage`: an appended file in a local directory, else one
     object per anchor."""
-    try:
-        path = storage.path(ANCHOR_FILE)
-    except NotImplementedError:  # the Storage API's way of saying "no local files"
-        return AnchorObjects(storage)
-    return AnchorFile(path)
+    # By type, not by asking `storage.path()`: some storages without local files answer it
+    # (InMemoryStorage names a path it never writes).
+    if isinstance(storage, FileSystemStorage):
+        return AnchorFile(storage.path(ANCHOR_FILE))
+    return AnchorObjects(storage)
 
 
 class AnchorFile:

@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import io
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -63,8 +63,18 @@ class ChunkStore(Protocol):
 
     def holds(self, chunk_hex: str) -> bool: ...
     def size(self, chunk_hex: str) -> int: ...
+    def stamp(self, chunk_hex: str) -> str: ...
     def get(self, chunk_hex: str) -> bytes: ...
     def put(self, chunk_hex: str, data: bytes) -> None: ...
+    def replace(self, chunk_hex: str, data: bytes) -> None: ...
+
+
+class ReuseCheck(Protocol):
+    """Whether a chunk the store already holds may be named by a new manifest as it is
+    (healing.StoredChunkCheck: recently verified, or read and found good)."""
+
+    def reusable(self, chunk_hex: str, plaintext: bytes) -> bool: ...
+    def written(self, chunk_hex: str, stored: bytes) -> None: ...
 
 
 class ChunkRef(NamedTuple):
@@ -176,6 +186,8 @@ class WriteResult:
     manifest: Manifest
     chunks_written: int = 0
     bytes_written: int = 0  # chunk bytes only; the manifest is the caller's to count
+    # Of chunks_written, those that replaced a stored copy found damaged.
+    chunks_rewritten: int = 0
 
 
 def _cut(
@@ -204,6 +216,14 @@ def _cut(
         yield b"".join(batch), len(batch)
 
 
+def _plaintexts(section: Section, packer: msgpack.Packer) -> Iterator[tuple[bytes, int]]:
+    """(plaintext, row count) of each chunk of the section, as every writer cuts them."""
+    spec = section.spec
+    chunk_head = packer.pack_array_header(2) + packer.pack(spec.label)
+    for packed_rows, row_count in _cut(section.rows, spec, packer):
+        yield chunk_head + packer.pack_array_header(row_count) + packed_rows, row_count
+
+
 def write_chunks(
     chunks: ChunkStore,
     *,
@@ -212,11 +232,15 @@ def write_chunks(
     meta: dict,
     sections: Iterable[Section],
     known_sizes: Mapping[bytes, int] | None = None,
+    reuse: ReuseCheck | None = None,
 ) -> WriteResult:
     """Cuts, names and stores the snapshot's chunks as they come; returns the manifest.
 
-    A chunk the store already holds is not compressed, encrypted or written again; its
-    stored size comes from `known_sizes` (an earlier manifest) or, failing that, the store.
+    A chunk the store already holds is not compressed, encrypted or written again when
+    `reuse` says its stored copy is good (without `reuse`, whenever it exists); its stored
+    size comes from `known_sizes` (an earlier manifest) or, failing that, the store. A
+    stored copy `reuse` refuses is replaced by the one sealed from these rows: the next
+    backup heals a damaged chunk whose rows are still live.
     Whatever the sections iterator raises propagates; chunks stored until then stay for
     the garbage collector, and no manifest names them.
     """
@@ -232,18 +256,23 @@ def write_chunks(
             raise ValueError(f"Model {spec.label} appears twice in the snapshot")
         entry = ModelEntry(spec)
         result.manifest.models.append(entry)
-        chunk_head = packer.pack_array_header(2) + packer.pack(spec.label)
-        for packed_rows, row_count in _cut(section.rows, spec, packer):
-            plaintext = chunk_head + packer.pack_array_header(row_count) + packed_rows
+        for plaintext, row_count in _plaintexts(section, packer):
             chunk_id = namer.name(plaintext)
             chunk_hex = chunk_id.hex()
-            if chunks.holds(chunk_hex):
+            held = chunks.holds(chunk_hex)
+            if held and (reuse is None or reuse.reusable(chunk_hex, plaintext)):
                 size = known_sizes.get(chunk_id)
                 if size is None:
                     size = chunks.size(chunk_hex)
             else:
                 stored = seal(aead, compressor.compress(plaintext), chunk_hex.encode("ascii"))
-                chunks.put(chunk_hex, stored)
+                if held:
+                    chunks.replace(chunk_hex, stored)
+                    result.chunks_rewritten += 1
+                else:
+                    chunks.put(chunk_hex, stored)
+                if reuse is not None:
+                    reuse.written(chunk_hex, stored)
                 size = len(stored)
                 result.chunks_written += 1
                 result.bytes_written += size
@@ -251,6 +280,25 @@ def write_chunks(
             entry.rows += row_count
             report.advance(row_count, size)
     return result
+
+
+def find_chunks(
+    sections: Iterable[Section], wanted: Mapping[int, Collection[bytes]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """(id, plaintext) of each chunk the sections cut into, as a backup would cut them,
+    whose name under one of `wanted`'s chunk-naming key ids is among that key's ids.
+
+    `wanted` is read as the chunks come, so a caller that removes what it found can stop
+    once nothing is left.
+    """
+    namers = [(ChunkNamer.for_key_id(key_id), ids) for key_id, ids in wanted.items()]
+    packer = codec.new_packer()
+    for section in sections:
+        for plaintext, _row_count in _plaintexts(section, packer):
+            for namer, ids in namers:
+                chunk_id = namer.name(plaintext)
+                if chunk_id in ids:
+                    yield chunk_id, plaintext
 
 
 def write_manifest(destination, *, aead, associated_data: bytes, manifest: Manifest) -> None:
@@ -349,6 +397,11 @@ class ChunkedReader:
         self.counts: dict[str, int] | None = None
         self.chunks_read = 0
         self.chunks_skipped = 0
+        # Told (chunk hex, its stamp taken before reading, the stored bytes) of every chunk
+        # that passed every check: a verification refreshes the chunk index with it.
+        self.on_good_chunk: Callable[[str, str, bytes], None] | None = None
+        # The chunk whose own check failed, if one did: verification forgets it.
+        self.failed_chunk: str | None = None
 
     def close(self) -> None:
         """Nothing stays open between chunks; here for the SnapshotReader interface."""
@@ -394,9 +447,25 @@ class ChunkedReader:
             yield from rows
 
     def read_chunk(self, spec: ModelSpec, ref: ChunkRef) -> list[list]:
+        """The chunk's rows, checked; raises ArchiveCorrupt (and sets failed_chunk)."""
         chunk_hex = ref.id.hex()
+        try:
+            rows, stamp, stored = self._checked_chunk(spec, ref, chunk_hex)
+        except ArchiveCorrupt:
+            self.failed_chunk = chunk_hex
+            raise
+        self.chunks_read += 1
+        if self.on_good_chunk is not None:
+            self.on_good_chunk(chunk_hex, stamp, stored)
+        return rows
+
+    def _checked_chunk(
+        self, spec: ModelSpec, ref: ChunkRef, chunk_hex: str
+    ) -> tuple[list[list], str, bytes]:
         where = f"chunk {chunk_hex} of {spec.label}"
         try:
+            # The stamp before the bytes: a file replaced in between then looks changed.
+            stamp = self._chunks.stamp(chunk_hex) if self.on_good_chunk is not None else ""
             stored = self._chunks.get(chunk_hex)
         except FileNotFoundError:
             raise self._corrupt(f"is missing {where}") from None
@@ -425,5 +494,4 @@ class ChunkedReader:
             or not all(isinstance(row, list) and len(row) == width for row in rows)
         ):
             raise self._corrupt(f"has {where} holding other rows than its manifest says")
-        self.chunks_read += 1
-        return rows
+        return rows, stamp, stored

@@ -3,8 +3,8 @@
 Any Django storage works (a local directory, S3 through django-storages, memory in tests).
 A file is written to a local temporary file first and saved once complete; on a
 FileSystemStorage that save is a rename in the same file system, so a final name never
-holds a partial file, which matters doubly for chunks: a later backup trusts an existing
-chunk file instead of writing it again.
+holds a partial file, which matters doubly for chunks: a later backup reuses an existing
+chunk file (once healing.StoredChunkCheck trusts it) instead of writing it again.
 """
 
 from __future__ import annotations
@@ -139,6 +139,16 @@ class ChunkFiles:
     def size(self, chunk_hex: str) -> int:
         return self.storage.size(self.name(chunk_hex))
 
+    def stamp(self, chunk_hex: str) -> str:
+        """What changes whenever the chunk file is written: on a local directory its size,
+        inode and modification and change times (one stat; utime cannot set the change
+        time back); elsewhere "", because asking an object store costs a request per chunk.
+        Raises FileNotFoundError when a local chunk is not there."""
+        if not self._local:
+            return ""
+        stat = os.stat(self.storage.path(self.name(chunk_hex)))
+        return f"{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+
     def get(self, chunk_hex: str) -> bytes:
         """The stored bytes. Raises FileNotFoundError when the chunk is not there."""
         with self.storage.open(self.name(chunk_hex), "rb") as stored:
@@ -158,6 +168,36 @@ class ChunkFiles:
         else:
             # An object store's upload is atomic: the object appears whole or not at all.
             self._saved(name, self.storage.save(name, ContentFile(data)))
+        self._shard(chunk_hex[:2]).add(chunk_hex)
+
+    def replace(self, chunk_hex: str, data: bytes) -> None:
+        """Stores `data` under the chunk's name, replacing what is there (a damaged copy).
+
+        On a local directory the new file is synced and renamed over the old one, so the
+        name always holds one whole file. Elsewhere the old object is deleted first (a
+        storage may refuse to overwrite), which is no loss: it could not be read anyway.
+        """
+        name = self.name(chunk_hex)
+        if self._local:
+            path = self.storage.path(name)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            fd, temp_path = tempfile.mkstemp(
+                prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=_temp_dir(self.storage)
+            )
+            try:
+                with os.fdopen(fd, "wb") as temp_file:
+                    temp_file.write(data)
+                fsync_path(temp_path)
+                os.replace(temp_path, path)
+            finally:
+                _unlink_all([temp_path])
+            fsync_path(os.path.dirname(path))
+        else:
+            self.storage.delete(name)
+            saved = self.storage.save(name, ContentFile(data))
+            if saved != name:
+                self.storage.delete(saved)
+                raise OSError(f"Chunk {chunk_hex} could not be rewritten under its own name")
         self._shard(chunk_hex[:2]).add(chunk_hex)
 
     def _saved(self, name: str, saved: str) -> None:

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from ..exceptions import ArchiveCorrupt
 from . import chunked, files
+from .healing import ChunkIndex
 
 
 @dataclass
@@ -67,8 +68,10 @@ def collect(
     manifests: Iterable[dict],
     grace_seconds: int,
     dry_run: bool,
+    chunk_index: ChunkIndex | None = None,
 ) -> GarbageReport:
     """`manifests`: name, sha256 and backup_id of each chunked backup the database knows.
+    `chunk_index` forgets the chunks deleted.
 
     Raises ArchiveCorrupt, having deleted nothing, when a manifest cannot be read.
     """
@@ -101,6 +104,7 @@ def collect(
 
     chunk_files = files.ChunkFiles(storage)
     found: set[bytes] = set()
+    deleted: list[str] = []
     for file_name, path in chunk_files.stored():
         if not files.CHUNK_NAME.fullmatch(file_name):
             # Not a chunk name: a duplicate or temporary file a dead writer left.
@@ -121,7 +125,10 @@ def collect(
             report.bytes_freed += storage.size(path)
             if not dry_run:
                 storage.delete(path)
+                deleted.append(file_name)
     report.missing = len(referenced - found)
+    if chunk_index is not None and deleted:
+        chunk_index.forget(deleted)
 
     for file_name in files.list_files(storage, ""):
         if files.is_temp_name(file_name) and _older_than(storage, file_name, cutoff):

@@ -47,6 +47,7 @@ def status(result) -> dict:
         "LastSafeBackupId": result.last_safe_backup_id,
         "LastBackupAtUtc": iso(result.last_backup_at),
         "SystemStatus": result.system_status,
+        "Problems": list(result.problems),
         "Lockouts": [lockout(entry) for entry in result.lockouts],
     }
 
@@ -66,6 +67,69 @@ def lifted_message(lifted: int) -> str:
 
 def unlocked(lifted: int) -> dict:
     return {"Success": True, "Message": lifted_message(lifted), "Lifted": lifted}
+
+
+# --- key material ----------------------------------------------------------------------
+
+
+def key_use(use) -> dict:
+    return {"KeyId": use.key_id, "Held": use.held, "Primary": use.primary, "Backups": use.backups}
+
+
+def keys_status(result) -> dict:
+    return {
+        "Keyset": result.keyset_source,
+        "KeysetError": result.keyset_error or None,
+        "PrimaryKeyId": result.primary_key_id,
+        "Keys": [key_use(use) for use in result.keys],
+        "MissingKeyIds": [use.key_id for use in result.missing],
+        "BackupsWithoutKeyId": result.backups_without_key_id,
+        "AuditKey": result.audit_key_source,
+        "ChunkKey": result.chunk_key_source,
+        "ImportedChunkKeyIds": list(result.imported_chunk_key_ids),
+    }
+
+
+def keys_rotated(result) -> dict:
+    return {
+        "Success": True,
+        "Message": result.message,
+        "PrimaryKeyId": result.primary_key_id,
+        "PreviousPrimaryKeyId": result.previous_primary_key_id,
+        "KeyIds": list(result.key_ids),
+        "Note": result.note,
+    }
+
+
+def keys_exported(result) -> dict:
+    return {
+        "Success": True,
+        "Message": result.message,
+        "File": result.path,
+        "KeyIds": list(result.key_ids),
+        "PrimaryKeyId": result.primary_key_id,
+        "Note": result.note,
+    }
+
+
+def keys_imported(result) -> dict:
+    installed = result.installed
+    return {
+        "Success": True,
+        "Message": result.message,
+        "Keyset": installed.keyset_file,
+        "KeysetCreated": installed.keyset_created,
+        "AddedKeyIds": list(installed.added_key_ids),
+        "AuditKeyInstalled": installed.audit_key_installed,
+        "AuditKeyKept": installed.audit_key_kept or None,
+        "ChunkKeysInstalled": list(installed.chunk_keys_installed),
+        "KeyIds": list(result.key_ids),
+        "ExportedAtUtc": result.exported_at or None,
+        "StillMissing": [
+            {"KeyId": key_id, "Backups": backups}
+            for key_id, backups in sorted(result.still_missing.items())
+        ],
+    }
 
 
 # --- backups -------------------------------------------------------------------------

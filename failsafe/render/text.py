@@ -27,10 +27,86 @@ def status(result) -> str:
         f"Last backup at: {iso(result.last_backup_at) or 'never'}",
         f"System status: {result.system_status}",
     ]
+    lines += _bullets("Problems:", result.problems)
     lines += [
         f"LOCKED: {entry.action} until {iso(entry.locked_until, timespec='seconds')}"
         for entry in result.lockouts
     ]
+    return "\n".join(lines)
+
+
+def _ids(key_ids) -> str:
+    return ", ".join(str(key_id) for key_id in key_ids) or "none"
+
+
+def keys_status(result) -> str:
+    lines = [f"Archive keyset: {result.keyset_source or 'NONE'}"]
+    if result.keyset_error:
+        lines.append(f"  {result.keyset_error}")
+    for use in result.keys:
+        held = "primary" if use.primary else "held" if use.held else "MISSING"
+        lines.append(f"  key {use.key_id}: {held}, {use.backups} backup(s)")
+    if result.backups_without_key_id:
+        lines.append(f"  {result.backups_without_key_id} backup(s) record no key id")
+    lines.append(f"Audit key: {result.audit_key_source}")
+    chunk = result.chunk_key_source
+    if result.imported_chunk_key_ids:
+        chunk += f"; imported for key(s) {_ids(result.imported_chunk_key_ids)}"
+    lines.append(f"Chunk-naming keys: {chunk}")
+    if result.missing:
+        lines.append(
+            f"Backups need key(s) {_ids(use.key_id for use in result.missing)} the keyset "
+            "does not hold: import the key material (manage.py failsafe_keys import)"
+        )
+    return "\n".join(lines)
+
+
+def keys_rotated(result) -> str:
+    return "\n".join(
+        [
+            result.message,
+            f"Primary key: {result.primary_key_id} (was {result.previous_primary_key_id})",
+            f"Keys held: {_ids(result.key_ids)}",
+            result.note,
+        ]
+    )
+
+
+def keys_exported(result) -> str:
+    return "\n".join(
+        [
+            f"{result.message} to {result.path}",
+            f"Archive keys: {_ids(result.key_ids)} (primary {result.primary_key_id}), "
+            "with the audit key and the chunk-naming keys",
+            result.note,
+        ]
+    )
+
+
+def keys_imported(result) -> str:
+    installed = result.installed
+    lines = [result.message]
+    if installed.keyset_created:
+        lines.append(f"Archive keyset written to {installed.keyset_file}")
+    elif installed.added_key_ids:
+        lines.append(
+            f"Added key(s) {_ids(installed.added_key_ids)} to {installed.keyset_file} "
+            "(its primary key is unchanged)"
+        )
+    else:
+        lines.append(f"The keyset ({installed.keyset_file}) already holds every imported key")
+    if installed.audit_key_installed:
+        lines.append("Audit key installed")
+    elif installed.audit_key_kept:
+        lines.append(f"Audit key not installed: {installed.audit_key_kept}")
+    if installed.chunk_keys_installed:
+        installed_for = _ids(installed.chunk_keys_installed)
+        lines.append(f"Chunk-naming keys installed for key(s) {installed_for}")
+    if result.still_missing:
+        lines.append(
+            f"Still missing: key(s) {_ids(sorted(result.still_missing))}, needed by "
+            f"{sum(result.still_missing.values())} backup(s)"
+        )
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from licensing import services as licensing
 
 from .. import audit, lockout
 from ..models import AuditEvent, Backup
+from ..snapshot import iso
 from .backups import last_safe_backup
 from .guards import (
     ACTION_SET_PASSWORD,
@@ -20,6 +21,7 @@ from .guards import (
     require_superadmin,
     secret_attempt,
 )
+from .keys import keyset_problems
 from .results import PasswordResult, Status
 
 
@@ -41,7 +43,29 @@ def status(*, actor: Actor) -> Status:
             last_safe_backup_id=str(safe.id) if safe else None,
             last_backup_at=newest.created_at if newest else None,
             lockouts=lockout.lockout_status(username=actor.username),
+            problems=_problems(),
         )
+
+
+def _problems() -> list[str]:
+    """Why the failsafe cannot be trusted to recover, from what is cheap to know: the
+    keyset, the last check of the audit chain (never a new walk of it), the last backup."""
+    problems = keyset_problems()
+    check = last_audit_verification()
+    if check is not None and check.details.get("ok") is False:
+        problems.append(
+            f"The audit chain is broken at event #{check.details.get('first_broken_seq')}: "
+            f"{check.details.get('reason')} (found by the check of "
+            f"{iso(check.created_at, timespec='seconds')}; failsafe_audit --verify checks again)"
+        )
+    last = Backup.objects.exclude(status=Backup.Status.RUNNING).order_by("-created_at").first()
+    if last is not None and last.status == Backup.Status.FAILED:
+        error = " ".join((last.error or "no reason recorded").split())[:300]
+        problems.append(
+            f"The last backup ({last.id}, {iso(last.created_at, timespec='seconds')}) "
+            f"failed: {error}"
+        )
+    return problems
 
 
 def set_failsafe_password(

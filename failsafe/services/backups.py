@@ -26,7 +26,7 @@ from .guards import (
     require_failsafe_password,
     require_superadmin,
 )
-from .results import DeleteResult, VerifyResult
+from .results import DeleteResult, RepairResult, VerifyResult
 
 
 def parse_backup_id(value) -> uuid.UUID:
@@ -143,19 +143,63 @@ def verify(
             if newest is None:
                 raise BackupNotFound("No backups to verify yet")
             backups = [newest]
-        results = []
-        # Backups share most of their chunks: each is read and checked once per run.
-        checked_chunks: set[bytes] = set()
-        for backup in backups:
-            try:
-                counts = archives.verify(backup, checked_chunks=checked_chunks)
-                results.append(VerifyResult(backup, True, counts=counts))
-            except ArchiveCorrupt as exc:
-                results.append(VerifyResult(backup, False, error=str(exc)))
+        results = _verify_each(backups, checked_chunks=set())
         details.update(
             checked=len(results), corrupt=[str(r.backup.id) for r in results if not r.ok]
         )
         return results
+
+
+def _verify_each(backups: list[Backup], *, checked_chunks: set[bytes]) -> list[VerifyResult]:
+    # Backups share most of their chunks: each is read and checked once per run.
+    results = []
+    for backup in backups:
+        try:
+            counts = archives.verify(backup, checked_chunks=checked_chunks)
+            results.append(VerifyResult(backup, True, counts=counts))
+        except ArchiveCorrupt as exc:
+            results.append(VerifyResult(backup, False, error=str(exc)))
+    return results
+
+
+def repair(*, actor: Actor, backup_id=None, progress: Progress | None = None) -> RepairResult:
+    """Verifies every backup (or the one named), rewrites the damaged chunks of those that
+    fail from the live rows that still hold them, and verifies those again.
+
+    The backups still failing afterwards are the ones that stay damaged: rows of theirs
+    are no longer live (or their manifest is unreadable, or their single-file archive has
+    no parts to rewrite). A rewritten chunk holds exactly the rows it was named after, so
+    repairing never changes what any backup holds.
+    """
+    with audited(actor, "failsafe.repair", target=str(backup_id or "all")[:64]) as details:
+        require_superadmin(actor)
+        if backup_id:
+            backups = [usable_backup(backup_id)]
+        else:
+            backups = list(Backup.objects.filter(status=Backup.Status.COMPLETE))
+        holder = f"repair of backups by {actor.username or 'system'}"
+        with reporting(progress), oplock.operation_lock(holder=holder):
+            checked_chunks: set[bytes] = set()
+            results = _verify_each(backups, checked_chunks=checked_chunks)
+            damaged = [result.backup for result in results if not result.ok]
+            report = archives.repair(damaged, checked_chunks=checked_chunks) if damaged else None
+            if report and report.rewritten:
+                again = {r.backup.pk: r for r in _verify_each(damaged, checked_chunks=checked_chunks)}
+                results = [again.get(result.backup.pk, result) for result in results]
+        result = RepairResult(
+            results=results,
+            damaged_chunks=len(report.damaged) if report else 0,
+            rewritten_chunks=len(report.rewritten) if report else 0,
+            rewritten_from=sorted(set(report.rewritten.values())) if report else [],
+            lost_chunks=dict(report.lost_by_backup) if report else {},
+        )
+        details.update(
+            checked=len(results),
+            damaged_chunks=result.damaged_chunks,
+            rewritten_chunks=result.rewritten_chunks,
+            still_damaged=[str(r.backup.id) for r in result.still_damaged],
+        )
+        return result
 
 
 def _refuse_deletion(backup: Backup, *, force: bool) -> None:

@@ -16,6 +16,7 @@ from ..restore import RestorePlan
 
 STATUS_OPERATIONAL = "Operational"
 STATUS_NO_PASSWORD = "Failsafe password not set"
+STATUS_DEGRADED = "Degraded"
 
 
 @dataclass
@@ -26,9 +27,13 @@ class Status:
     last_safe_backup_id: str | None
     last_backup_at: datetime.datetime | None
     lockouts: list[Lockout] = field(default_factory=list)
+    # What puts backups or the audit trail at risk, one line each; any makes it Degraded.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def system_status(self) -> str:
+        if self.problems:
+            return STATUS_DEGRADED
         return STATUS_OPERATIONAL if self.failsafe_password_set else STATUS_NO_PASSWORD
 
 

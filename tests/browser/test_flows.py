@@ -66,6 +66,10 @@ def test_a_fresh_superadmin_changes_the_password_then_sets_up_and_triggers_the_f
     # Mark it safe, lose a user and a license, and trigger again: the investigation finds it.
     page.fill("#id_command", f"failsafe marksafe {emergency.pk}")
     page.press("#id_command", "Enter")
+    password_input = page.locator("input[name=secret_failsafe_password]")
+    assert password_input.get_attribute("type") == "password"
+    password_input.fill(FAILSAFE_PASSWORD)
+    page.get_by_role("button", name="Run").click()
     expect(screen).to_contain_text("Backup marked as safe environment")
     User.objects.filter(username="carol").delete()
     # The trigger as the seed types it, passkey inline: masked in the history.
@@ -90,7 +94,7 @@ def test_users_deleted_in_the_admin_come_back_through_the_restore_confirmation(p
         LicenseFactory(owner=UserFactory(username=name))
     actor = services.Actor(user=superadmin, source=AuditEvent.Source.CLI)
     safe = services.create_backup(actor=actor, reason="known good, end of the day")
-    services.mark_safe(actor=actor, backup_id=safe.pk)
+    services.mark_safe(actor=actor, backup_id=safe.pk, password=FAILSAFE_PASSWORD)
 
     log_in(page, "/admin/login/", "root", DEFAULT_PASSWORD)
     expect(page.locator("#failsafe-module")).to_be_visible()

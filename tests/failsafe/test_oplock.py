@@ -165,3 +165,38 @@ def test_releasing_never_frees_a_lock_someone_else_took_over():
 
     assert lock_row().holder == "newer backup"
     assert not holding_operation_lock()
+
+
+@pytest.mark.django_db
+def test_a_backup_left_running_by_a_dead_process_is_marked_failed_on_takeover(actor, keyset):
+    from failsafe import services
+    from failsafe.models import Backup
+
+    orphan = Backup.objects.create(type=Backup.Type.SCHEDULED)
+    left_behind(
+        holder="scheduled backup by system",
+        host=socket.gethostname(),
+        pid=finished_process_pid(),
+        acquired_at=timezone.now(),
+    )
+
+    fresh = services.create_backup(actor=actor)
+
+    orphan.refresh_from_db()
+    assert orphan.status == Backup.Status.FAILED
+    assert orphan.finished_at is not None
+    assert "scheduled backup by system" in orphan.error
+    assert "ended without finishing" in orphan.error
+    assert fresh.status == Backup.Status.COMPLETE
+
+
+@pytest.mark.django_db
+def test_a_running_backup_is_left_alone_while_its_writer_holds_the_lock(actor, keyset):
+    from failsafe.models import Backup
+
+    running = Backup.objects.create(type=Backup.Type.MANUAL)
+    with operation_lock(holder="manual backup by root"), pytest.raises(OperationInProgress):
+        with operation_lock(holder="another backup"):
+            pass
+    running.refresh_from_db()
+    assert running.status == Backup.Status.RUNNING

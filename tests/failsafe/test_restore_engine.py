@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
+from django.db import connection
 
 from accounts.models import Role
 from failsafe import capture, restore, restore_sql
@@ -605,3 +606,34 @@ def test_an_update_sets_only_the_columns_it_is_given(world):
 
     written = User.objects.get(username="alice")
     assert (written.email, written.first_name) == ("alice@new.example", "")
+
+
+def test_a_many_to_many_sequence_left_behind_does_not_break_the_restore(world):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no sequences: its keys follow the highest rowid")
+    backup = snapshot()
+    world["bob"].groups.clear()
+    # Four pairs with consecutive keys, all on users the restore reaches after bob.
+    newcomer = UserFactory(username="zed")
+    world["carol"].groups.add(world["editors"], world["auditors"])
+    newcomer.groups.add(world["editors"], world["auditors"])
+    through = User.groups.through
+    # A sequence behind the table's keys, as a bad import or an earlier restore leaves it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, false)",
+            [
+                through._meta.db_table,
+                through.objects.filter(user=world["carol"]).order_by("id")[0].id,
+            ],
+        )
+
+    restore.apply_restore(sections_factory=opener(backup))
+
+    assert set(world["bob"].groups.values_list("name", flat=True)) == {"editors", "auditors"}
+    assert set(world["alice"].groups.values_list("name", flat=True)) == {"editors"}
+    assert not world["carol"].groups.exists()
+    # The next pair added after the restore gets a fresh key too.
+    world["carol"].groups.add(world["editors"])
+    assert through.objects.filter(user=world["carol"]).count() == 1
+
