@@ -1,7 +1,11 @@
-"""First-run set-up: the SuperAdmin, the server license passkey, optional demo data.
+"""First-run set-up: the SuperAdmin, the server license passkey, the failsafe's archive
+keyset, optional demo data.
 
 Safe to run again: an existing SuperAdmin is left as it is, the passkey is only replaced on
-request, and demo data is topped up to the number asked, never duplicated.
+request, and demo data is topped up to the number asked, never duplicated. A keyset is only
+created where none is configured and no backup exists: backups need the keys they were
+written under, so with backups and no keyset the set-up refuses (naming the key ids) and
+changes nothing.
 """
 
 import secrets
@@ -9,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Role
+from failsafe import services as failsafe
 from licensing import services
 from licensing.exceptions import SuperAdminNameTaken
 from licensing.models import License
@@ -29,6 +35,8 @@ class BootstrapResult:
     passkey: str | None = None
     demo_users_created: int = 0
     demo_licenses_created: int = 0
+    # The archive keyset file created by this run, if any.
+    keyset_created: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -36,7 +44,6 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
-@transaction.atomic
 def bootstrap(
     *,
     username: str,
@@ -46,13 +53,43 @@ def bootstrap(
     demo: int = 0,
     rotate_passkey: bool = False,
 ) -> BootstrapResult:
+    """Raises LicensingError (the name is taken) or FailsafeError (backups need the keyset
+    that is missing), in both cases before anything is changed."""
+    failsafe.check_keyset_creatable()
+    result = _set_up_accounts(
+        username=username,
+        email=email,
+        password=password,
+        demo=demo,
+        rotate_passkey=rotate_passkey,
+    )
+    # After the accounts' transaction, so a refused name leaves no keyset behind; the
+    # keyset's creation is audited on its own.
+    result.keyset_created = failsafe.prepare_keyset()
+    result.notes.extend(failsafe.keyset_problems())
+    return result
+
+
+@transaction.atomic
+def _set_up_accounts(
+    *, username: str, email: str, password: str | None, demo: int, rotate_passkey: bool
+) -> BootstrapResult:
     User = get_user_model()
     user = User.objects.filter(username=username).first()
     result = BootstrapResult(username=username, superadmin_created=user is None)
     if user is None:
         if password is None:
             password = result.generated_password = generate_password()
-        user = User(username=username, email=email, role=Role.SUPERADMIN, must_change_password=True)
+        # A generated password (shown once) must be replaced at first use; one the operator
+        # chose is held to the site's password validators instead.
+        user = User(
+            username=username,
+            email=email,
+            role=Role.SUPERADMIN,
+            must_change_password=result.generated_password is not None,
+        )
+        if result.generated_password is None:
+            validate_password(password, user)
         user.set_password(password)
         user.save()
     elif user.role != Role.SUPERADMIN:

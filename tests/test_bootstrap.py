@@ -92,3 +92,14 @@ def test_text_output_shows_the_passkey_only_on_the_first_run():
     assert len(re.findall(passkey_pattern, first.getvalue())) == 1
     assert re.search(passkey_pattern, second.getvalue()) is None
     assert "already issued" in second.getvalue()
+
+
+def test_a_password_the_operator_chose_is_validated_and_need_not_be_replaced(monkeypatch):
+    monkeypatch.setenv("RAOS_SUPERADMIN_PASSWORD", "12345678")
+    with pytest.raises(CommandError, match="SuperAdmin password refused"):
+        bootstrap()
+    assert not User.objects.filter(username="root").exists()
+
+    monkeypatch.setenv("RAOS_SUPERADMIN_PASSWORD", "chosen by the operator 81")
+    bootstrap()
+    assert User.objects.get(username="root").must_change_password is False

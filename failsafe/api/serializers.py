@@ -83,7 +83,14 @@ class StatusSerializer(serializers.Serializer):
     safe_backups = serializers.IntegerField()
     last_safe_backup_id = serializers.UUIDField(allow_null=True)
     last_backup_at = UtcDateTimeField(allow_null=True)
-    system_status = serializers.CharField()
+    system_status = serializers.CharField(
+        help_text="Operational, Failsafe password not set, or Degraded (see problems)."
+    )
+    problems = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Why the status is Degraded, one line each: no keyset, a key backups need, "
+        "a broken audit chain, a failed last backup. Empty otherwise.",
+    )
     lockouts = LockoutSerializer(many=True, help_text="Your own lockouts in force.")
 
 

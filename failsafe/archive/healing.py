@@ -324,9 +324,7 @@ def _rewrite(
                     aead, compressor.compress(plaintext), chunk_hex.encode("ascii")
                 )
                 chunk_files.replace(chunk_hex, stored)
-                records.append(
-                    ChunkRecord.of(chunk_hex, chunk_files.stamp(chunk_hex), stored, now)
-                )
+                records.append(ChunkRecord.of(chunk_hex, chunk_files.stamp(chunk_hex), stored, now))
                 report.rewritten[chunk_hex] = source.name
                 wanted[chunk.key_id].discard(chunk_id)
                 if not any(wanted.values()):

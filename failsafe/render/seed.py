@@ -191,6 +191,27 @@ def verification(results) -> dict:
     }
 
 
+def repair(result) -> dict:
+    """The verification after a repair, and what the repair did."""
+    return {
+        **verification(result.results),
+        "Repair": {
+            "Message": result.message,
+            "DamagedChunks": result.damaged_chunks,
+            "RewrittenChunks": result.rewritten_chunks,
+            "RewrittenFrom": list(result.rewritten_from),
+            "StillDamaged": [
+                {
+                    "BackupId": str(r.backup.id),
+                    "LostChunks": result.lost_chunks.get(str(r.backup.id), 0),
+                    "Error": r.error,
+                }
+                for r in result.still_damaged
+            ],
+        },
+    }
+
+
 def deleted(result) -> dict:
     return {
         "Success": True,

@@ -196,6 +196,15 @@ def verification(results) -> str:
     )
 
 
+def repair(result) -> str:
+    lines = [line for line in (verification(result.results), result.message) if line]
+    for r in result.still_damaged:
+        lost = result.lost_chunks.get(str(r.backup.id), 0)
+        why = f"{lost} of its chunks hold rows that are no longer live" if lost else r.error
+        lines.append(f"Stays damaged: backup {r.backup.id} ({why})")
+    return "\n".join(lines)
+
+
 def deleted(result) -> str:
     text = f"Backup {result.backup_id} deleted"
     if result.note:

@@ -21,6 +21,7 @@ from .backups import (
     last_safe_backup,
     list_backups,
     parse_backup_id,
+    repair,
     verify,
 )
 from .comparing import compare, mark_safe, trigger
@@ -43,6 +44,7 @@ from .restoring import restore
 from .results import (
     DeleteResult,
     PasswordResult,
+    RepairResult,
     RestoreResult,
     Status,
     TriggerResult,
@@ -56,6 +58,7 @@ __all__ = [
     "ImportResult",
     "KeysStatus",
     "PasswordResult",
+    "RepairResult",
     "RestoreResult",
     "RotationResult",
     "Status",
@@ -80,6 +83,7 @@ __all__ = [
     "mark_safe",
     "parse_backup_id",
     "prepare_keyset",
+    "repair",
     "resolve_superadmin",
     "restore",
     "rotate_keys",

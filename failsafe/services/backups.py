@@ -184,8 +184,9 @@ def repair(*, actor: Actor, backup_id=None, progress: Progress | None = None) ->
             damaged = [result.backup for result in results if not result.ok]
             report = archives.repair(damaged, checked_chunks=checked_chunks) if damaged else None
             if report and report.rewritten:
-                again = {r.backup.pk: r for r in _verify_each(damaged, checked_chunks=checked_chunks)}
-                results = [again.get(result.backup.pk, result) for result in results]
+                again = _verify_each(damaged, checked_chunks=checked_chunks)
+                by_backup = {result.backup.pk: result for result in again}
+                results = [by_backup.get(result.backup.pk, result) for result in results]
         result = RepairResult(
             results=results,
             damaged_chunks=len(report.damaged) if report else 0,

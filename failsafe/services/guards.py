@@ -110,6 +110,12 @@ def _record(actor: Actor, action: str, target: str, outcome: str, details: dict)
 def require_superadmin(actor: Actor) -> None:
     if not is_superadmin(actor.user):
         raise NotSuperAdmin("SuperAdmin only")
+    if getattr(actor.user, "must_change_password", False):
+        # The web doors send such a user to the password page; no door may act for them.
+        raise NotSuperAdmin(
+            f"{actor.username} must replace the one-time password first: log in to the site, "
+            "which asks for a new one"
+        )
 
 
 def secret_attempt(actor: Actor, action: str):

@@ -112,6 +112,35 @@ class VerifyResult:
 
 
 @dataclass
+class RepairResult:
+    """What a repair found and did; `results` are the backups as verified afterwards."""
+
+    results: list[VerifyResult]
+    # Chunks of the failing backups found missing or unreadable...
+    damaged_chunks: int = 0
+    # ...of those, how many were rewritten, and from which sources ("live data").
+    rewritten_chunks: int = 0
+    rewritten_from: list[str] = field(default_factory=list)
+    # Per backup id: how many of its chunks stay damaged (their rows are no longer live).
+    lost_chunks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def still_damaged(self) -> list[VerifyResult]:
+        return [result for result in self.results if not result.ok]
+
+    @property
+    def message(self) -> str:
+        if not self.damaged_chunks and not self.still_damaged:
+            return "Every backup verified: nothing to repair"
+        rewritten = f"{self.rewritten_chunks} of {self.damaged_chunks} damaged chunks rewritten"
+        if self.rewritten_from:
+            rewritten += " from " + ", ".join(self.rewritten_from)
+        if not self.still_damaged:
+            return f"{rewritten}; every backup verifies now"
+        return f"{rewritten}; {len(self.still_damaged)} backups stay damaged"
+
+
+@dataclass
 class DeleteResult:
     backup_id: str
     backup_type: str

@@ -10,12 +10,13 @@ import io
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -112,6 +113,38 @@ def test_an_event_rolled_back_with_its_transaction_is_not_anchored(settings):
     assert audit.verify_chain().ok
 
 
+def test_concurrent_writers_anchor_every_event_on_a_line_of_its_own(settings):
+    if connection.vendor == "sqlite" and connection.creation.is_in_memory_db(
+        connection.settings_dict["NAME"]
+    ):
+        pytest.skip("needs a database that separate connections can share")
+    writers, per_writer = 4, 5
+    start = threading.Barrier(writers)
+    failures = []
+
+    def append_some():
+        try:
+            start.wait()
+            record_events(per_writer)
+        except Exception as exc:  # reported below, with the main thread's assertion
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=append_some) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    lines = anchor_file(settings).read_text().splitlines()
+    stored = dict(AuditEvent.objects.values_list("seq", "hash"))
+    assert sorted(lines) == sorted(f"{seq} {mac}" for seq, mac in stored.items())
+    result = audit.verify_chain()
+    assert (result.ok, result.anchored_seq, result.unanchored) == (True, 20, 0)
+
+
 def test_deleting_the_events_after_the_last_backup_is_reported(actor, armed):
     services.status(actor=actor)
     backup = services.create_backup(actor=actor)
@@ -200,8 +233,6 @@ def test_re_signing_with_a_stolen_secret_key_is_caught_by_the_anchors(settings, 
     Backup.objects.filter(pk=backup.pk).update(
         audit_head_seq=moved_head.seq, audit_head_hash=moved_head.hash
     )
-    # Without the anchors, nothing shows: the chain and the backup's head agree.
-    assert audit._walk({moved_head.seq: [(str(backup.pk), moved_head.hash)]})[1] is None
 
     result = audit.verify_chain()
 
@@ -211,6 +242,9 @@ def test_re_signing_with_a_stolen_secret_key_is_caught_by_the_anchors(settings, 
         f"event #{evidence.seq} differs from its anchor outside the database "
         "(rewritten or re-signed from there on)"
     )
+    # The anchors are what caught it: without them the chain and the backup's head agree.
+    anchor_file(settings).rename(anchor_file(settings).with_name("moved-aside"))
+    assert audit.verify_chain().ok
 
 
 def test_a_separate_audit_key_stops_a_stolen_secret_key_even_with_the_anchors_rewritten(
@@ -236,6 +270,7 @@ def test_a_separate_audit_key_stops_a_stolen_secret_key_even_with_the_anchors_re
         event.hash = forged_hash(event)
         event.save()
         forged.append(event)
+    anchor_file(settings).parent.mkdir(parents=True, exist_ok=True)
     anchor_file(settings).write_text("".join(f"{e.seq} {e.hash}\n" for e in forged))
 
     result = audit.verify_chain()

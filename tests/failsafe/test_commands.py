@@ -236,3 +236,15 @@ def test_backups_survive_a_new_process(tmp_path):
             subprocess.run(
                 ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--force", pg_name], check=False
             )
+
+
+@pytest.mark.django_db
+def test_a_superadmin_who_must_change_the_password_is_refused_at_the_command_line(db):
+    from tests.factories import SuperAdminFactory
+
+    SuperAdminFactory(username="fresh", must_change_password=True)
+    with pytest.raises(CommandError, match="fresh must replace the one-time password first"):
+        run("failsafe_status")
+    with pytest.raises(CommandError, match="must replace the one-time password first"):
+        run("failsafe_backup")
+    assert not Backup.objects.exists()

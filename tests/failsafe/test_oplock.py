@@ -195,8 +195,11 @@ def test_a_running_backup_is_left_alone_while_its_writer_holds_the_lock(actor, k
     from failsafe.models import Backup
 
     running = Backup.objects.create(type=Backup.Type.MANUAL)
-    with operation_lock(holder="manual backup by root"), pytest.raises(OperationInProgress):
-        with operation_lock(holder="another backup"):
-            pass
+    with (
+        operation_lock(holder="manual backup by root"),
+        pytest.raises(OperationInProgress),
+        operation_lock(holder="another backup"),
+    ):
+        pass
     running.refresh_from_db()
     assert running.status == Backup.Status.RUNNING

@@ -17,6 +17,7 @@ MANAGE_COMMANDS = [
     "failsafe_gc [--dry-run] [--password-stdin]",
     "failsafe_audit [--verify] [--limit N]",
     "failsafe_unlock [--account USERNAME] [--password-stdin]",
+    "failsafe_keys status|rotate|export FILE|import FILE [--password-stdin] [--passphrase-stdin]",
     "failsafe_terminal [-c COMMAND]",
 ]
 

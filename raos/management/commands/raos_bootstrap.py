@@ -4,15 +4,19 @@ import os
 import sys
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from failsafe.keys import ensure_keyset_file
+from failsafe.exceptions import FailsafeError
 from licensing.exceptions import LicensingError
 from raos.bootstrap import BootstrapResult, bootstrap
 
 
 class Command(BaseCommand):
-    help = "First-run set-up: the SuperAdmin and the server license passkey (safe to run again)."
+    help = (
+        "First-run set-up: the SuperAdmin, the server license passkey and the failsafe's "
+        "archive keyset (safe to run again; never creates a keyset while backups exist)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--superadmin", required=True, metavar="USERNAME")
@@ -33,13 +37,14 @@ class Command(BaseCommand):
                 demo=options["demo"],
                 rotate_passkey=options["rotate_passkey"],
             )
-        except LicensingError as exc:
+        except ValidationError as exc:
+            raise CommandError("SuperAdmin password refused: " + " ".join(exc.messages)) from None
+        except (LicensingError, FailsafeError) as exc:
             raise CommandError(str(exc)) from None
-        keyset_created = ensure_keyset_file()
         if options["json"]:
-            self._print_json(result, keyset_created)
+            self._print_json(result)
         else:
-            self._print_text(result, keyset_created, demo=options["demo"])
+            self._print_text(result, demo=options["demo"])
 
     def _superadmin_password(self, options) -> str | None:
         password = os.environ.get("RAOS_SUPERADMIN_PASSWORD") or None
@@ -51,7 +56,7 @@ class Command(BaseCommand):
         entered = getpass.getpass("Password for the new SuperAdmin (empty: generate one): ")
         return entered or None
 
-    def _print_json(self, result: BootstrapResult, keyset_created: str | None):
+    def _print_json(self, result: BootstrapResult):
         # Nothing else goes to stdout here, so a script can parse it whole.
         printed = {
             "SuperAdmin": {
@@ -62,11 +67,12 @@ class Command(BaseCommand):
             "ServerLicensePasskey": result.passkey,
             "DemoUsersCreated": result.demo_users_created,
             "DemoLicensesCreated": result.demo_licenses_created,
-            "FailsafeKeysetCreated": keyset_created,
+            "FailsafeKeysetCreated": result.keyset_created,
+            "Notes": result.notes,
         }
         self.stdout.write(json.dumps(printed, indent=2))
 
-    def _print_text(self, result: BootstrapResult, keyset_created: str | None, *, demo: int):
+    def _print_text(self, result: BootstrapResult, *, demo: int):
         if result.superadmin_created:
             self.stdout.write(self.style.SUCCESS(f"SuperAdmin created: {result.username}"))
             if result.generated_password:
@@ -86,8 +92,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 "Server license passkey already issued (use --rotate-passkey to replace it)."
             )
-        if keyset_created:
-            self.stdout.write(f"Failsafe archive keyset created: {keyset_created}")
+        if result.keyset_created:
+            self.stdout.write(f"Failsafe archive keyset created: {result.keyset_created}")
+        for note in result.notes:
+            self.stdout.write(self.style.WARNING(note))
         if demo:
             self.stdout.write(
                 f"Demo data: {result.demo_users_created} users and "
