@@ -143,11 +143,15 @@ REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
     "AUTO_REFRESH": False,
 }
+API_SCHEMA_PUBLIC = env.bool("API_SCHEMA_PUBLIC", default=False)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "RaOS Failsafe API",
     "DESCRIPTION": "Snapshots, comparison, investigation and restore of a RaOS server's data.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Signed-in users only, unless API_SCHEMA_PUBLIC (read per request) opens them.
+    "SERVE_PERMISSIONS": ["failsafe.api.permissions.SchemaAccess"],
     # Swagger UI's files come from drf-spectacular-sidecar: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

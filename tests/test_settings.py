@@ -27,9 +27,7 @@ def _settings_with(monkeypatch, **environ):
 
 
 def test_argon2_hashes_passwords_first():
-    assert raos.settings.PASSWORD_HASHERS[0] == (
-        "django.contrib.auth.hashers.Argon2PasswordHasher"
-    )
+    assert raos.settings.PASSWORD_HASHERS[0] == ("django.contrib.auth.hashers.Argon2PasswordHasher")
 
 
 def test_djangos_password_validators_are_on():
@@ -59,6 +57,7 @@ def test_deploy_checks_pass_with_production_values():
     production = {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(64),
+        "FAILSAFE_AUDIT_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "example.com",
         "SECURE_SSL_REDIRECT": "true",
         "SESSION_COOKIE_SECURE": "true",
@@ -77,3 +76,30 @@ def test_deploy_checks_pass_with_production_values():
     )
     assert completed.returncode == 0, completed.stderr
     assert "no issues" in completed.stdout
+
+
+def test_the_embedded_sqlite_database_is_readable_by_its_owner_only(tmp_path):
+    database = tmp_path / "db.sqlite3"
+    environ = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+    }
+    # Under a permissive umask, as a service manager may start it.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; os.umask(0o022); "
+            "from django.core.management import execute_from_command_line as run; "
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'raos.settings'); "
+            "run(['manage.py', 'migrate', '--noinput'])",
+        ],
+        cwd=BASE_DIR,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert database.stat().st_mode & 0o777 == 0o600

@@ -98,7 +98,9 @@ class AnchorFile:
         finally:
             os.close(fd)
         if created:
+            # The new file's name, and the audit directory's when that is new as well.
             fsync_directory(directory)
+            fsync_directory(os.path.dirname(directory))
 
     def read(self) -> Iterator[Anchor]:
         """Every anchor in the file; none when it does not exist. Raises OSError."""
