@@ -37,6 +37,8 @@ PLAN: list[tuple[str, str]] = [
     ("prepare", "prepare"),
     ("backup", "backup"),
     ("mark_safe", "mark_safe"),
+    ("backup_unchanged", "backup_unchanged"),
+    ("backup_unchanged_reverify", "backup_unchanged_reverify"),
     ("dumpdata", "dumpdata"),
     ("pg_dump", "pg_dump"),
     ("change_clustered", "change_clustered"),

@@ -6,4 +6,12 @@ class FailsafeConfig(AppConfig):
     verbose_name = "Failsafe"
 
     def ready(self):
+        from axes.signals import user_locked_out
+        from django.contrib.auth.signals import user_login_failed
+
         from . import checks  # noqa: F401 - registers the deployment checks
+        from . import logins
+
+        # Failed logins and lockouts at every login door go to the audit trail.
+        user_login_failed.connect(logins.audit_failed_login, dispatch_uid="failsafe.login")
+        user_locked_out.connect(logins.audit_lockout, dispatch_uid="failsafe.lockout")

@@ -16,7 +16,11 @@ class NotSuperAdmin(FailsafeError, PermissionDenied):
 
 
 class InvalidBackupId(FailsafeError):
-    """The backup id is not a UUID."""
+    """The backup id is neither a full backup id as listed nor a prefix of one."""
+
+
+class AmbiguousBackupId(InvalidBackupId):
+    """A backup id prefix that names more than one backup."""
 
 
 class BackupNotFound(FailsafeError):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import ipaddress
 
 from django.conf import settings
+from django.http import JsonResponse
+from django.shortcuts import render
 
-from . import services
+from . import logins, services
+
+LOGIN_LOCKED_TEMPLATE = "accounts/login_locked.html"
 
 
 def client_ip(request) -> str | None:
@@ -39,3 +43,16 @@ def client_ip(request) -> str | None:
 
 def request_actor(request, source: str) -> services.Actor:
     return services.Actor(user=request.user, source=source, ip=client_ip(request))
+
+
+def login_lockout_response(request, original_response=None, credentials=None):
+    """What a locked-out login gets from axes' middleware (AXES_LOCKOUT_CALLABLE): 429 with
+    a page saying why and until when, or the API's {"detail": ...}."""
+    message = logins.lockout_message()
+    match = getattr(request, "resolver_match", None)
+    if match is not None and match.namespace == "api":
+        response = JsonResponse({"detail": message}, status=429)
+    else:
+        response = render(request, LOGIN_LOCKED_TEMPLATE, {"message": message}, status=429)
+    response["Retry-After"] = str(logins.cool_off_minutes() * 60)
+    return response

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "accounts",
     "licensing",
     "failsafe",
@@ -50,6 +51,8 @@ MIDDLEWARE = [
     "accounts.middleware.ForcePasswordChangeMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "raos.urls"
@@ -77,6 +80,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
 
 AUTH_USER_MODEL = "accounts.User"
+# django-axes' check first: a locked-out login is refused before its password is tested.
+AUTHENTICATION_BACKENDS = [
+    "failsafe.logins.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 PASSWORD_HASHERS = [
@@ -125,6 +133,32 @@ SECURE_PROXY_SSL_HEADER = (
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
+# The client's address, for every door (failsafe.web.client_ip): REMOTE_ADDR, unless N
+# reverse proxies that each append to X-Forwarded-For stand in front; then the Nth from the
+# right. Behind a proxy, leaving it 0 makes every client share the proxy's address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Login lockouts at every login door (admin, site, API token), by django-axes: a username,
+# or an address, with LOGIN_FAILURE_LIMIT failed logins is refused for LOGIN_COOLOFF_MINUTES
+# after the last one, without its password being tested. Lifted by the cool-off or by
+# manage.py failsafe_unlock --logins USERNAME; failures and lockouts are audited.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+if TRUSTED_PROXY_COUNT < 0 or AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME.total_seconds() < 60:
+    raise ImproperlyConfigured(
+        "TRUSTED_PROXY_COUNT must be 0 or more, LOGIN_FAILURE_LIMIT and LOGIN_COOLOFF_MINUTES "
+        "1 or more."
+    )
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "failsafe.web.client_ip"
+AXES_LOCKOUT_CALLABLE = "failsafe.web.login_lockout_response"
+# A lockout ends when its cool-off does: refused logins neither count nor extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# No axes pages in the admin: deleting an attempt there would unlock without an audit event.
+AXES_ENABLE_ADMIN = False
+# No table of successful logins (it would open a session for every API token login).
+AXES_DISABLE_ACCESS_LOG = True
+
 REST_FRAMEWORK = {
     # Tokens first, so an anonymous caller gets 401 with a WWW-Authenticate header.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -137,6 +171,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {"login": env.str("API_LOGIN_RATE", default="10/minute")},
+    # Never the client's own X-Forwarded-For; the login throttle uses client_ip() itself.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=env.int("API_TOKEN_TTL_HOURS", default=10)),

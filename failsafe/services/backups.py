@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.db import transaction
@@ -10,6 +11,7 @@ from django.utils import timezone
 from .. import archives, audit, capture, oplock
 from ..conf import setting
 from ..exceptions import (
+    AmbiguousBackupId,
     ArchiveCorrupt,
     BackupNotFound,
     BackupNotUsable,
@@ -28,15 +30,40 @@ from .guards import (
 )
 from .results import DeleteResult, RepairResult, VerifyResult
 
+# A backup id as every door lists it: lowercase, with its four dashes. Nothing else is
+# taken for one (no braces, capitals or urn: prefix), but for a prefix of that form with at
+# least MIN_PREFIX_DIGITS hex digits, which must name exactly one backup.
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ID_PREFIX = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{1,4}){0,3}(-[0-9a-f]{1,12})?-?")
+MIN_PREFIX_DIGITS = 8
+
+
+def _invalid(value) -> InvalidBackupId:
+    return InvalidBackupId(f"Invalid backup id: {str(value)[:64]!r}")
+
 
 def parse_backup_id(value) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        raise InvalidBackupId(f"Invalid backup id: {str(value)[:64]!r}") from None
+    """The backup id `value` spells in full; InvalidBackupId for anything else."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str) or not _CANONICAL_ID.fullmatch(value):
+        raise _invalid(value)
+    return uuid.UUID(value)
 
 
 def get_backup(backup_id) -> Backup:
+    """The backup a full id or a unique prefix (8+ hex digits) names."""
+    if isinstance(backup_id, str) and not _CANONICAL_ID.fullmatch(backup_id):
+        if not _ID_PREFIX.fullmatch(backup_id):
+            raise _invalid(backup_id)
+        matches = list(Backup.objects.filter(id__startswith=backup_id.rstrip("-"))[:2])
+        if len(matches) > 1:
+            raise AmbiguousBackupId(
+                f"Backup id prefix {backup_id} names several backups: give more of the id"
+            )
+        if not matches:
+            raise BackupNotFound(f"Backup not found: {backup_id}")
+        return matches[0]
     pk = parse_backup_id(backup_id)
     try:
         return Backup.objects.get(pk=pk)

@@ -281,3 +281,42 @@ def test_a_password_change_with_a_wrong_current_one_leaves_the_old_in_place(api,
         "DENIED",
         CLIENT_IP,
     )
+
+
+@pytest.mark.django_db
+def test_only_the_listed_form_of_an_id_or_a_unique_prefix_names_a_backup(api, backup):
+    listed = str(backup.id)
+    for spelling in (
+        listed.upper(),
+        "{" + listed + "}",
+        f"urn:uuid:{listed}",
+        listed.replace("-", ""),
+        listed[:7],
+    ):
+        response = api.get(
+            reverse("api:backup", kwargs={"backup_id": "ID"}).replace("ID", spelling)
+        )
+        assert response.status_code == 404, spelling
+        assert response.json()["detail"].startswith("Invalid backup id")
+    for prefix in (listed[:8], listed[:13], listed[:9]):
+        found = api.get(reverse("api:backup", kwargs={"backup_id": "ID"}).replace("ID", prefix))
+        assert found.status_code == 200, prefix
+        assert found.json()["id"] == listed
+
+
+@pytest.mark.django_db
+def test_a_prefix_naming_several_backups_is_refused(api, actor):
+    from failsafe.models import Backup
+
+    first = Backup.objects.create(id=uuid.UUID("abcdef01-0000-4000-8000-000000000001"))
+    Backup.objects.create(id=uuid.UUID("abcdef01-0000-4000-8000-000000000002"))
+    response = api.get(reverse("api:backup", kwargs={"backup_id": "abcdef01"}))
+    assert response.status_code == 404
+    assert "names several backups" in response.json()["detail"]
+    unique = api.get(
+        reverse("api:backup", kwargs={"backup_id": "abcdef01-0000-4000-8000-0000000000"})
+    )
+    assert unique.status_code == 404  # still two
+    Backup.objects.exclude(pk=first.pk).delete()
+    one = api.get(reverse("api:backup", kwargs={"backup_id": "abcdef01"}))
+    assert one.json()["id"] == str(first.id)

@@ -105,13 +105,6 @@ def test_a_flipped_byte_in_a_shared_chunk_is_healed_by_the_next_backup(actor, li
     assert out.count("  OK (") == 3 and "CORRUPT" not in out
 
 
-def test_a_missing_shared_chunk_is_written_again_by_the_next_backup(actor, live, settings):
-    first = backup(actor)
-    chunk_path(settings, chunk_of(first, USERS)).unlink()
-    second = backup(actor)
-    assert verify_all(actor) == {str(first.id): True, str(second.id): True}
-
-
 def test_damage_the_stamp_cannot_show_is_healed_once_the_entry_is_older_than_the_age(
     actor, live, settings
 ):
