@@ -9,8 +9,8 @@ class FailsafeConfig(AppConfig):
         from axes.signals import user_locked_out
         from django.contrib.auth.signals import user_login_failed
 
-        from . import checks  # noqa: F401 - registers the deployment checks
-        from . import logins
+        # checks registers the deployment checks by being imported.
+        from . import checks, logins  # noqa: F401
 
         # Failed logins and lockouts at every login door go to the audit trail.
         user_login_failed.connect(logins.audit_failed_login, dispatch_uid="failsafe.login")

@@ -438,9 +438,7 @@ ARGON2_PARAMETERS = {"time_cost": 3, "memory_cost": 64 * 1024, "parallelism": 4}
 ARGON2_BOUNDS = {"time_cost": 16, "memory_cost": 1024 * 1024, "parallelism": 16}
 SALT_BYTES = 16
 NONCE_BYTES = 12
-WRONG_PASSPHRASE = (
-    "The recovery passphrase is wrong, or the file was altered: nothing was changed"
-)
+WRONG_PASSPHRASE = "The recovery passphrase is wrong, or the file was altered: nothing was changed"
 NOT_A_RECOVERY_FILE = "{source} is not a failsafe key recovery file: nothing was changed"
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.apps import apps
+from django.contrib.admin.models import LogEntry
 from django.contrib.sessions.models import Session
 from django.core.management.color import no_style
 from django.db import IntegrityError, connection, models, transaction
@@ -39,6 +40,8 @@ WRITE_BATCH = 1000
 CASCADE_EXAMPLES = 3
 
 SectionsFactory = Callable[[], contextlib.AbstractContextManager[Iterable[Section]]]
+# Called with the admin log entries a cascade is about to delete, before it deletes them.
+EvidenceKeeper = Callable[[list[LogEntry]], None]
 
 
 # --- results -------------------------------------------------------------------------
@@ -269,8 +272,10 @@ class _ModelRestore:
         allow_cascade: bool,
         scope: set[type[models.Model]],
         cascades: dict[str, CascadeHit],
+        keep_evidence: EvidenceKeeper | None = None,
     ):
         self.model = model
+        self.keep_evidence = keep_evidence
         self.spec = spec
         self.write = write
         self.allow_cascade = allow_cascade
@@ -341,6 +346,11 @@ class _ModelRestore:
             room = CASCADE_EXAMPLES - len(known.examples)
             known.examples += hit.examples[: max(room, 0)]
         if self.write:
+            if hits and self.keep_evidence is not None:
+                # The admin log says who did what: what a cascade deletes of it is evidence.
+                entries = _admin_log_entries(collector)
+                if entries:
+                    self.keep_evidence(entries)
             collector.delete()
 
     def _outside_scope(self, collector: Collector) -> list[CascadeHit]:
@@ -471,7 +481,21 @@ class _ModelRestore:
 # --- the passes ----------------------------------------------------------------------
 
 
-def _run(sections: Iterable[Section], *, write: bool, allow_cascade: bool) -> RestorePlan:
+def _admin_log_entries(collector: Collector) -> list[LogEntry]:
+    entries = [entry for entry in collector.data.get(LogEntry, ())]
+    for query in collector.fast_deletes:
+        if query.model is LogEntry:
+            entries += query.select_related("user", "content_type").order_by("pk")
+    return sorted(entries, key=lambda entry: entry.pk)
+
+
+def _run(
+    sections: Iterable[Section],
+    *,
+    write: bool,
+    allow_cascade: bool,
+    keep_evidence: EvidenceKeeper | None = None,
+) -> RestorePlan:
     plan = RestorePlan()
     cascades: dict[str, CascadeHit] = {}
     scope = _in_scope()
@@ -486,6 +510,7 @@ def _run(sections: Iterable[Section], *, write: bool, allow_cascade: bool) -> Re
             allow_cascade=allow_cascade,
             scope=scope,
             cascades=cascades,
+            keep_evidence=keep_evidence,
         )
         # The live rows are read now, after the earlier sections' writes and cascades.
         for row_diff in diff_rows(archived.rows, _live_pages(model, archived.spec)):
@@ -532,6 +557,7 @@ def apply_restore(
     sections_factory: SectionsFactory,
     allow_cascade: bool = False,
     total_rows: int | None = None,
+    keep_evidence: EvidenceKeeper | None = None,
 ) -> RestorePlan:
     """Make the captured models equal to the backup, in one transaction, or change nothing.
 
@@ -548,6 +574,9 @@ def apply_restore(
     cascade the restore would cause. Reading the backup a third time only when a cascade
     is refused keeps the common case to two passes.
 
+    With `allow_cascade`, `keep_evidence` is handed the admin log entries a cascade deletes,
+    just before it deletes them, in the restore's transaction.
+
     Raises CascadeRefused (nothing changed) when deleting live-only rows would delete rows
     of other models and `allow_cascade` is false; SchemaMismatch when the sections do not
     match today's models; RestoreVerificationFailed (rolled back) when the rows break a
@@ -559,7 +588,12 @@ def apply_restore(
     try:
         with transaction.atomic(), progress.stage("Restore", total_rows):
             with sections_factory() as sections:
-                plan = _run(sections, write=True, allow_cascade=allow_cascade)
+                plan = _run(
+                    sections,
+                    write=True,
+                    allow_cascade=allow_cascade,
+                    keep_evidence=keep_evidence,
+                )
             # Foreign keys are deferred until commit; check now so a bad row rolls back here.
             connection.check_constraints(table_names=_captured_tables())
     except IntegrityError as exc:

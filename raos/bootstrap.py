@@ -53,8 +53,9 @@ def bootstrap(
     demo: int = 0,
     rotate_passkey: bool = False,
 ) -> BootstrapResult:
-    """Raises LicensingError (the name is taken) or FailsafeError (backups need the keyset
-    that is missing), in both cases before anything is changed."""
+    """Raises LicensingError (the name is taken), ValidationError (a weak chosen password)
+    or FailsafeError (backups need the keyset that is missing), each before anything is
+    changed."""
     failsafe.check_keyset_creatable()
     result = _set_up_accounts(
         username=username,

@@ -1,6 +1,7 @@
 import json
 import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -8,6 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from accounts.models import Role
+from failsafe import keys
+from failsafe import services as failsafe
+from failsafe.models import AuditEvent
 from licensing import services
 from licensing.models import License
 from tests.factories import UserFactory
@@ -103,3 +107,38 @@ def test_a_password_the_operator_chose_is_validated_and_need_not_be_replaced(mon
     monkeypatch.setenv("RAOS_SUPERADMIN_PASSWORD", "chosen by the operator 81")
     bootstrap()
     assert User.objects.get(username="root").must_change_password is False
+
+
+def test_the_keyset_is_created_once_and_its_creation_audited_as_the_system():
+    assert bootstrap()["FailsafeKeysetCreated"] == settings.FAILSAFE_KEYSET_FILE
+    bootstrap()
+    created = AuditEvent.objects.get(action="failsafe.keys.create")
+    assert (created.source, created.actor_username, created.outcome) == ("system", "", "SUCCESS")
+    assert created.details["primary"] == keys.primary_key_id()
+
+
+def test_with_backups_a_lost_keyset_is_never_replaced_and_a_wrong_one_is_named():
+    bootstrap()
+    root = User.objects.get(username="root")
+    root.must_change_password = False
+    root.save()
+    backup = failsafe.create_backup(actor=failsafe.Actor(user=root))
+    keyset_file = Path(settings.FAILSAFE_KEYSET_FILE)
+    keyset_file.unlink()
+
+    with pytest.raises(CommandError, match=f"need key\\(s\\) {backup.key_id}; a new keyset"):
+        bootstrap()
+    assert not keyset_file.exists()
+
+    keys.ensure_keyset_file()  # someone made another keyset by hand
+    before = keyset_file.read_text()
+    printed = bootstrap()
+    assert printed["FailsafeKeysetCreated"] is None
+    assert printed["Notes"] == [
+        f"The keyset lacks key {backup.key_id}, which 1 backup(s) need: "
+        "import the key material (manage.py failsafe_keys import)"
+    ]
+    assert keyset_file.read_text() == before
+    text = StringIO()
+    call_command("raos_bootstrap", "--superadmin", "root", stdout=text)
+    assert f"The keyset lacks key {backup.key_id}" in text.getvalue()

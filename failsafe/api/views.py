@@ -26,7 +26,7 @@ from accounts.permissions import IsSuperAdmin
 from .. import services
 from ..models import AuditEvent
 from ..terminal import TerminalReply, run_command
-from ..web import request_actor
+from ..web import client_ip, login_lockout_response, request_actor
 from . import serializers as api
 from .authentication import AUTHENTICATION_CLASSES, TokenAuthentication
 from .errors import status_for
@@ -69,14 +69,25 @@ BACKUP_ID = OpenApiParameter(
 # --- authentication ------------------------------------------------------------------
 
 
+class LoginRateThrottle(ScopedRateThrottle):
+    """Counts per client as every door finds it (web.client_ip), never per the
+    X-Forwarded-For a client writes itself."""
+
+    def get_ident(self, request):
+        return client_ip(request) or ""
+
+
 class TokenLoginView(knox_views.LoginView):
-    """Exchange a username and password for a token; knox stores only its hash."""
+    """Exchange a username and password for a token; knox stores only its hash.
+
+    Password guessing meets the login lockouts of every door (django-axes, through
+    authenticate) and, as an extra layer, a few tries a minute per address (API_LOGIN_RATE).
+    """
 
     authentication_classes = ()
     permission_classes = (AllowAny,)
     parser_classes = (JSONParser,)
-    # Password guessing: a few tries a minute per client address (API_LOGIN_RATE).
-    throttle_classes = (ScopedRateThrottle,)
+    throttle_classes = (LoginRateThrottle,)
     throttle_scope = "login"
 
     @extend_schema(
@@ -84,7 +95,10 @@ class TokenLoginView(knox_views.LoginView):
         request=api.TokenRequestSerializer,
         responses={
             200: api.TokenSerializer,
-            429: _detail("Too many login attempts from this address; wait and retry."),
+            429: _detail(
+                "Locked out after too many failed logins for this username or from this "
+                "address, or too many attempts from this address; wait and retry."
+            ),
             400: _detail("Wrong username or password, or a malformed body."),
             403: _detail("The user must change the password first, by logging in to the site."),
         },
@@ -95,6 +109,9 @@ class TokenLoginView(knox_views.LoginView):
         credentials.is_valid(raise_exception=True)
         user = authenticate(request, **credentials.validated_data)
         if user is None:
+            if getattr(request, "axes_locked_out", False):
+                # Refused unchecked by the lockout, or this failure reached the limit.
+                return login_lockout_response(request)
             return Response({"detail": WRONG_CREDENTIALS}, status=status.HTTP_400_BAD_REQUEST)
         if user.must_change_password:
             raise PermissionDenied(PASSWORD_CHANGE_REQUIRED)

@@ -9,6 +9,7 @@ from django.utils import timezone
 from licensing import services as licensing
 
 from .. import audit, lockout
+from .. import logins as login_lockouts
 from ..models import AuditEvent, Backup
 from ..snapshot import iso
 from .backups import last_safe_backup
@@ -122,10 +123,24 @@ def audit_events(*, actor: Actor):
         return AuditEvent.objects.order_by("-seq")
 
 
-def unlock(*, actor: Actor, account: str | None = None, password: str | None = None) -> int:
-    with audited(actor, ACTION_UNLOCK, target=account or "all") as details:
+def unlock(
+    *,
+    actor: Actor,
+    account: str | None = None,
+    password: str | None = None,
+    logins: str | None = None,
+) -> int:
+    """Lift lockouts and return how many: those after wrong secrets, of `account` or of
+    every account; or, given `logins`, the login lockouts of that username and of the
+    addresses its failed logins came from (see failsafe.logins.unlock)."""
+    target = logins if logins is not None else account or "all"
+    with audited(actor, ACTION_UNLOCK, target=target) as details:
         require_superadmin(actor)
         require_failsafe_password(actor, ACTION_UNLOCK, password)
-        lifted = lockout.unlock(username=account)
+        if logins is not None:
+            details["lockouts"] = "logins"
+            lifted = login_lockouts.unlock(username=logins)
+        else:
+            lifted = lockout.unlock(username=account)
         details["lifted"] = lifted
         return lifted

@@ -20,6 +20,8 @@ from ..models import AuditEvent
 
 ACTION_TRIGGER = "failsafe.trigger"
 ACTION_RESTORE = "failsafe.restore"
+# An admin log entry a restore's cascade deleted, kept in the audit trail as evidence.
+ACTION_EVIDENCE = "failsafe.restore.evidence"
 ACTION_SET_PASSWORD = "failsafe.setpassword"
 ACTION_MARK_SAFE = "failsafe.marksafe"
 ACTION_DELETE = "failsafe.delete"

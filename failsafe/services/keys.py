@@ -137,9 +137,7 @@ def _id_list(key_ids) -> str:
 
 
 def _missing_key_problem(key_id: int, backups: int) -> str:
-    return (
-        f"The keyset lacks key {key_id}, which {backups} backup(s) need: {keys.IMPORT_ADVICE}"
-    )
+    return f"The keyset lacks key {key_id}, which {backups} backup(s) need: {keys.IMPORT_ADVICE}"
 
 
 def keyset_problems() -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import archives, oplock
+from .. import archives, audit, oplock
 from .. import restore as restore_engine
 from ..exceptions import (
     ConfirmationRequired,
@@ -11,10 +11,11 @@ from ..exceptions import (
     as_refusal,
     one_line,
 )
-from ..models import Backup
+from ..models import AuditEvent, Backup
 from ..progress import Progress, reporting, stage
 from .backups import take_backup, usable_backup
 from .guards import (
+    ACTION_EVIDENCE,
     ACTION_RESTORE,
     Actor,
     audited,
@@ -77,6 +78,7 @@ def restore(
                 sections_factory=lambda: archives.open_sections(backup),
                 allow_cascade=allow_cascade,
                 total_rows=total_rows,
+                keep_evidence=_evidence_keeper(actor),
             )
         details.update(
             changes=_plan_counts(plan),
@@ -91,6 +93,34 @@ def restore(
             sessions_flushed=plan.sessions_flushed,
             tokens_revoked=plan.tokens_revoked,
         )
+
+
+def _evidence_keeper(actor: Actor):
+    """Copies the admin log entries a cascade deletes into the audit trail, one event each."""
+
+    def keep(entries) -> None:
+        for entry in entries:
+            content_type = entry.content_type
+            audit.record(
+                action=ACTION_EVIDENCE,
+                outcome=AuditEvent.Outcome.SUCCESS,
+                source=actor.source,
+                actor=actor.user,
+                target=f"admin log entry #{entry.pk}",
+                details={
+                    "when": entry.action_time,
+                    "by": entry.user.get_username() if entry.user_id else None,
+                    "record": f"{content_type.app_label}.{content_type.model} "
+                    f"#{entry.object_id} {entry.object_repr}"
+                    if content_type
+                    else entry.object_repr,
+                    "change": entry.get_change_message(),
+                    "flag": entry.action_flag,
+                },
+                ip=actor.ip,
+            )
+
+    return keep
 
 
 def _require_confirmation(backup: Backup, confirmation: str) -> None:

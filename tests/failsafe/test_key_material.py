@@ -132,7 +132,13 @@ def test_a_backup_whose_key_is_not_in_the_keyset_names_the_key(backup, actor, ke
     assert checked["Valid"] is False
     assert checked["Backups"][0]["Error"] == expected
     with pytest.raises(CommandError) as refused:
-        run("failsafe_restore", str(backup.id), "--yes", "--password-stdin", stdin=FAILSAFE_PASSWORD)
+        run(
+            "failsafe_restore",
+            str(backup.id),
+            "--yes",
+            "--password-stdin",
+            stdin=_secrets(FAILSAFE_PASSWORD),
+        )
     assert str(refused.value) == expected
 
     shown = json.loads(run("failsafe_keys", "status", "--json"))
@@ -332,9 +338,7 @@ def test_import_on_a_new_installation_needs_no_superadmin_and_is_audited_as_the_
     assert verify_all()["Valid"] is True
 
 
-def test_a_wrong_passphrase_is_refused_and_changes_nothing(
-    backup, keyset_file, settings, tmp_path
-):
+def test_a_wrong_passphrase_is_refused_and_changes_nothing(backup, keyset_file, settings, tmp_path):
     recovery = tmp_path / "keys.recovery"
     export(recovery)
     new_keyset = lose_the_key_material(settings, tmp_path, keyset_file)
