@@ -17,8 +17,9 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Two independent random keys: the audit chain's must not be derivable from SECRET_KEY.
 .env:
-	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > .env
+	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50)); print('FAILSAFE_AUDIT_KEY=' + secrets.token_urlsafe(50))" > .env
 	chmod 600 .env
 
 var:

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from failsafe import archives, capture, keys, services
 from failsafe.archive import chunked, codec, get_store, shared_chunks
 from failsafe.compare import compare as compare_snapshots
-from failsafe.exceptions import ArchiveCorrupt
+from failsafe.exceptions import ArchiveCorrupt, ServerFailure
 from failsafe.models import Backup
 from failsafe.render import seed
 from failsafe.snapshot import ModelSpec, Section
@@ -655,7 +655,8 @@ def test_a_failed_capture_leaves_a_failed_backup_and_no_manifest(
             yield section
 
     monkeypatch.setattr(capture, "live_sections", sections_then_failure)
-    with pytest.raises(ConnectionError):
+    # Every door gets it as one line naming the failure.
+    with pytest.raises(ServerFailure, match="The backup failed: ConnectionError: server closed"):
         services.create_backup(actor=actor)
 
     backup = Backup.objects.get()
