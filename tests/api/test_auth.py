@@ -1,6 +1,7 @@
 """Tokens: obtained with a username and password, stored hashed, expiring, revocable."""
 
 import datetime
+import json
 
 import pytest
 from django.urls import reverse
@@ -10,9 +11,10 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from accounts.middleware import PASSWORD_CHANGE_REQUIRED
+from failsafe.models import AuditEvent
 from tests.factories import DEFAULT_PASSWORD, SuperAdminFactory, UserFactory
 
-from .conftest import token_client
+from .conftest import CLIENT_IP, token_client
 
 
 def obtain_token(username, password=DEFAULT_PASSWORD):
@@ -200,11 +202,115 @@ def test_login_does_not_take_a_token_or_session_in_place_of_the_password(superad
 
 
 @pytest.mark.django_db
-def test_token_logins_are_throttled_per_address(superadmin):
+def test_token_logins_are_throttled_per_address_even_with_the_right_password(superadmin):
+    # The extra layer under the lockouts: API_LOGIN_RATE (10 a minute) per client address,
+    # which a client cannot change by writing its own X-Forwarded-For.
     client = token_client()
-    body = {"username": "root", "password": "wrong password"}
-    answers = [client.post("/api/auth/token/", body, format="json").status_code for _ in range(11)]
-    assert answers[:10] == [400] * 10
-    assert answers[10] == 429
     right = {"username": "root", "password": DEFAULT_PASSWORD}
-    assert client.post("/api/auth/token/", right, format="json").status_code == 429
+    answers = [
+        client.post(
+            "/api/auth/token/", right, format="json", HTTP_X_FORWARDED_FOR=f"10.9.0.{n}"
+        ).status_code
+        for n in range(11)
+    ]
+    assert answers == [200] * 10 + [429]
+
+
+# --- password guessing: the login lockout ---------------------------------------------
+
+GUESSES = [f"guess number {n} of mallory" for n in range(1, 6)]
+LOCKED_OUT = "Too many failed logins for this username or from this address"
+
+
+def guess(client, username, password, **extra):
+    return client.post(
+        reverse("api:token"), {"username": username, "password": password}, format="json", **extra
+    )
+
+
+@pytest.mark.django_db
+def test_five_wrong_passwords_lock_the_right_one_out(superadmin):
+    client = token_client()
+    answers = [guess(client, "root", password).status_code for password in GUESSES]
+
+    assert answers == [400, 400, 400, 400, 429]
+    refused = guess(client, "root", DEFAULT_PASSWORD)
+    assert refused.status_code == 429
+    assert refused.json()["detail"].startswith(LOCKED_OUT)
+    assert "failsafe_unlock --logins" in refused.json()["detail"]
+    assert not AuthToken.objects.exists()
+
+
+@pytest.mark.django_db
+def test_four_wrong_passwords_then_the_right_one_gets_a_token(superadmin):
+    client = token_client()
+    assert [guess(client, "root", password).status_code for password in GUESSES[:4]] == [400] * 4
+    assert guess(client, "root", DEFAULT_PASSWORD).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_rotating_x_forwarded_for_does_not_help_against_the_username_lockout(superadmin):
+    client = token_client()
+    for n, password in enumerate(GUESSES):
+        guess(client, "root", password, HTTP_X_FORWARDED_FOR=f"10.9.0.{n}")
+
+    refused = guess(client, "root", DEFAULT_PASSWORD, HTTP_X_FORWARDED_FOR="10.9.0.99")
+
+    assert refused.status_code == 429
+    assert not AuthToken.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_rotating_x_forwarded_for_does_not_help_against_the_address_lockout(superadmin):
+    client = token_client()
+    # Other usernames each time, so only the address can count them together.
+    for n, password in enumerate(GUESSES):
+        guess(client, f"someone{n}", password, HTTP_X_FORWARDED_FOR=f"10.9.0.{n}")
+
+    refused = guess(client, "root", DEFAULT_PASSWORD, HTTP_X_FORWARDED_FOR="10.9.0.99")
+    assert refused.status_code == 429
+
+    # root itself failed nothing: another address still gets its token.
+    elsewhere = guess(APIClient(REMOTE_ADDR="198.51.100.200"), "root", DEFAULT_PASSWORD)
+    assert elsewhere.status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_web_lockout_holds_at_the_api_too(superadmin, client):
+    for password in GUESSES:
+        client.post(reverse("admin:login"), {"username": "root", "password": password})
+
+    refused = guess(APIClient(REMOTE_ADDR="198.51.100.200"), "root", DEFAULT_PASSWORD)
+
+    assert refused.status_code == 429
+    assert not AuthToken.objects.exists()
+
+
+@pytest.mark.django_db
+def test_api_failures_and_the_lockout_are_audited_without_the_passwords(superadmin):
+    client = token_client()
+    for password in GUESSES:
+        guess(client, "root", password)
+
+    events = AuditEvent.objects.filter(action__startswith="login.").order_by("seq")
+    assert [event.action for event in events] == ["login.failed"] * 4 + ["login.lockout"]
+    assert {event.source for event in events} == {AuditEvent.Source.API}
+    assert {event.target for event in events} == {"root"}
+    assert {event.ip_address for event in events} == {CLIENT_IP}
+    trail = json.dumps(list(AuditEvent.objects.values()), default=str)
+    for password in GUESSES:
+        assert password not in trail
+
+
+@pytest.mark.django_db
+def test_behind_one_trusted_proxy_the_forwarded_address_counts(superadmin, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = APIClient(REMOTE_ADDR="10.0.0.2")
+    for n, password in enumerate(GUESSES):
+        guess(proxy, f"someone{n}", password, HTTP_X_FORWARDED_FOR=f"10.9.0.{n}, 198.51.100.1")
+
+    attacker = guess(proxy, "root", DEFAULT_PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.1")
+    colleague = guess(proxy, "root", DEFAULT_PASSWORD, HTTP_X_FORWARDED_FOR="198.51.100.2")
+
+    assert attacker.status_code == 429
+    assert colleague.status_code == 200
