@@ -189,6 +189,36 @@ def test_restore_confirms_with_the_dry_run_then_needs_the_failsafe_password(
     assert root_client.get(CHANGELIST)["Location"].startswith(reverse("admin:login"))
 
 
+def test_on_a_full_disk_the_admin_restores_only_when_told_to_go_without_a_backup(
+    root_client, safe_backup, armed, settings
+):
+    _lose_dave_and_erin()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "failsafe": {
+            "BACKEND": "tests.failsafe.test_full_disk.FullDiskStorage",
+            "OPTIONS": {"location": settings.FAILSAFE_BACKUP_DIR},
+        },
+    }
+    restore_url = reverse("admin:failsafe_backup_restore", args=[safe_backup.pk])
+    refused = root_client.post(restore_url, {"failsafe_password": FAILSAFE_PASSWORD})
+    content = refused.content.decode()
+    assert "The pre-restore backup failed: no space left" in content
+    assert "--without-pre-restore-backup" in content
+    assert not User.objects.filter(username="dave").exists()
+
+    done = root_client.post(
+        restore_url,
+        {
+            "failsafe_password": FAILSAFE_PASSWORD,
+            "without_pre_restore_backup": "on",
+            "confirmation": str(safe_backup.pk),
+        },
+    )
+    assert "Backup restoration completed." in done.content.decode()
+    assert User.objects.filter(username__in=["dave", "erin"]).count() == 2
+
+
 def test_restore_of_an_unknown_or_malformed_backup_is_404(root_client, superadmin):
     for bad in ("not-a-uuid", "6f1f6b1e-8f0a-4c7e-9d0b-1c2d3e4f5a6b"):
         url = reverse("admin:failsafe_backup_restore", args=[bad])
