@@ -8,7 +8,9 @@ around it and at most its neighbour, and every other chunk comes out byte for by
 A chunk's plaintext is msgpack `[model label, [row, ...]]`, readable on its own. It is named
 by a keyed hash of that plaintext (keys.chunk_id_key), compressed with zstd, encrypted with
 the Tink streaming AEAD with its name as associated data (so a chunk file swapped for another
-does not decrypt) and stored once, however many backups hold it (files.ChunkFiles).
+does not decrypt) and stored once, however many backups hold it (files.ChunkFiles). Being
+shared, a stored chunk is reused only once vouched for, and a damaged one is sealed again
+from the same rows under the same name (healing.py).
 
 A backup is its manifest, stored as `<backup id>.manifest`, compressed and encrypted the
 same way with the backup id as associated data:

@@ -193,7 +193,8 @@ class ChunkFiles:
                 _unlink_all([temp_path])
             fsync_path(os.path.dirname(path))
         else:
-            self.storage.delete(name)
+            with contextlib.suppress(FileNotFoundError):
+                self.storage.delete(name)
             saved = self.storage.save(name, ContentFile(data))
             if saved != name:
                 self.storage.delete(saved)

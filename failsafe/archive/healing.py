@@ -138,7 +138,6 @@ class StoredChunkCheck:
         self._found_good: list[ChunkRecord] = []
         self._written: list[tuple[str, str]] = []  # (chunk hex, SHA-256 of what was written)
         self.rechecked = 0  # stored chunks read because the index could not vouch for them
-        self.damaged = 0  # of those, found missing, altered or unreadable
 
     def prefetch(self, chunk_hexes: Iterable[str]) -> None:
         """Looks up, in bulk, the entries of chunks the backup will likely reuse."""
@@ -167,13 +166,11 @@ class StoredChunkCheck:
             self.rechecked += 1
             stored = self._chunks.get(chunk_hex)
         except FileNotFoundError:
-            self.damaged += 1
             return False
         digest = hashlib.sha256(stored).hexdigest()
         # The same bytes as were found good before, or bytes that decrypt to these rows.
         same_bytes = record is not None and hmac.compare_digest(digest, record.sha256)
         if not (same_bytes or _decodes_to(self._aead, chunk_hex, stored, plaintext)):
-            self.damaged += 1
             return False
         self._found_good.append(ChunkRecord(chunk_hex, digest, stamp, self._now))
         return True
@@ -208,12 +205,6 @@ class RepairReport:
     rewritten: dict[str, str] = field(default_factory=dict)
     # Backup id -> how many of its chunks stay damaged (no source had their rows).
     lost_by_backup: dict[str, int] = field(default_factory=dict)
-    # Backup id -> why nothing of it can be rewritten (a manifest unreadable, format 1).
-    unrepairable: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def lost(self) -> set[str]:
-        return set(self.damaged) - set(self.rewritten)
 
 
 @dataclass
@@ -248,13 +239,11 @@ def repair(
     for location in archives:
         backup_id = location["backup_id"]
         if not str(location.get("name", "")).endswith(chunked.SUFFIX):
-            report.unrepairable[backup_id] = "a single-file archive has no chunks to rewrite"
-            continue
+            continue  # a single-file archive: no parts to rewrite
         try:
             manifest = store.read_manifest(**location)
-        except ArchiveCorrupt as exc:
-            report.unrepairable[backup_id] = str(exc)
-            continue
+        except ArchiveCorrupt:
+            continue  # nothing says which chunks it names; its verification says why
         reader = chunked.ChunkedReader(
             manifest, chunks=chunk_files, aead=keyset.primitive, backup_id=backup_id
         )

@@ -169,9 +169,7 @@ def test_a_fresh_index_spares_the_reads_and_age_zero_reads_everything(db, settin
 # --- verify --repair ------------------------------------------------------------------
 
 
-def test_repair_rewrites_live_chunks_and_names_the_backups_that_stay_damaged(
-    actor, live, settings
-):
+def test_repair_rewrites_live_chunks_and_names_the_backups_that_stay_damaged(actor, live, settings):
     users, licenses = live
     older = backup(actor)
     # The licenses' rows of the older backup stop being live; the users' rows stay.
@@ -275,9 +273,17 @@ def test_in_an_object_store_repair_rewrites_the_chunk(actor, live, memory_storag
     assert verify_all(actor) == {str(first.id): True}
 
 
-def test_a_damaged_chunk_that_cannot_be_rewritten_fails_the_backup(
-    actor, live, memory_storage
-):
+def test_in_an_object_store_repair_puts_back_a_missing_chunk(actor, live, memory_storage):
+    first = backup(actor)
+    memory_storage.delete(files.ChunkFiles.name(chunk_of(first, LICENSES)))
+    assert verify_all(actor) == {str(first.id): False}
+    out, refusal = verify_repair(str(first.id))
+    assert refusal is None
+    assert "1 of 1 damaged chunks rewritten from live data" in out
+    assert verify_all(actor) == {str(first.id): True}
+
+
+def test_a_damaged_chunk_that_cannot_be_rewritten_fails_the_backup(actor, live, memory_storage):
     first = backup(actor)
     shared = chunk_of(first, USERS)
     flip_stored(memory_storage, shared)

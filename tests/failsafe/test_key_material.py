@@ -440,3 +440,22 @@ def test_key_operations_are_for_superadmins_only(backup, tmp_path):
                 stdin=_secrets(FAILSAFE_PASSWORD, PASSPHRASE),
             )
     assert not (tmp_path / "k").exists()
+
+
+def test_import_keeps_the_audit_key_that_signs_this_databases_trail(
+    backup, keyset_file, settings, tmp_path
+):
+    recovery = tmp_path / "keys.recovery"
+    export(recovery)
+    settings.FAILSAFE_AUDIT_KEY = ""  # from now on the trail is signed with a derived key
+    run("failsafe_status")
+    in_use = keys.audit_key()
+
+    imported = import_keys(recovery, password=FAILSAFE_PASSWORD)
+    assert imported["AuditKeyInstalled"] is False
+    assert "signed with the audit key in use" in imported["AuditKeyKept"]
+    assert keys.audit_key() == in_use
+
+    settings.FAILSAFE_AUDIT_KEY = "yet another audit key set by the operator"
+    with pytest.raises(CommandError, match="FAILSAFE_AUDIT_KEY is set to another audit key"):
+        import_keys(recovery, password=FAILSAFE_PASSWORD)
