@@ -682,7 +682,7 @@ def _plan_import(
             outcome.audit_key_installed = True
         else:
             outcome.audit_key_kept = (
-                "the audit trail here is signed with the audit key in use, which was kept"
+                "the audit trail here began under the audit key in use, which was kept"
             )
     new_chunk_ids = dict(imported.chunk_ids)
     for key_id, key in sorted(material.chunk_keys.items()):

@@ -46,8 +46,8 @@ def request_actor(request, source: str) -> services.Actor:
 
 
 def login_lockout_response(request, original_response=None, credentials=None):
-    """What a locked-out login gets from axes' middleware (AXES_LOCKOUT_CALLABLE): 429 with
-    a page saying why and until when, or the API's {"detail": ...}."""
+    """What a locked-out login gets (AXES_LOCKOUT_CALLABLE, and the API's token login): 429
+    with a page saying why and for how long, or the API's {"detail": ...}."""
     message = logins.lockout_message()
     match = getattr(request, "resolver_match", None)
     if match is not None and match.namespace == "api":

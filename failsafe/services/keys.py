@@ -316,12 +316,14 @@ def _read_recovery_file(source: str) -> bytes:
 def _audit_trail_allows_new_key() -> bool:
     """Whether the recovery file's audit key may replace the one in use.
 
-    Not when the trail here is signed with the key in use: replacing it would make every
-    event of this database fail to verify. An empty trail (a new installation) or one the
-    key in use does not sign (SECRET_KEY changed since) takes the imported key.
+    Not when the trail here began under the key in use (a new installation that has
+    written events already): replacing it would make all of them fail to verify. An empty
+    trail, or one whose first event the key in use did not sign (the keys were lost and
+    SECRET_KEY changed), takes the imported key; events written in between under the
+    wrong key then show as what they are, signed by another key.
     """
-    newest = AuditEvent.objects.order_by("-seq").first()
-    return newest is None or not hmac.compare_digest(audit.event_hash(newest), newest.hash)
+    first = AuditEvent.objects.order_by("seq").first()
+    return first is None or not hmac.compare_digest(audit.event_hash(first), first.hash)
 
 
 def import_keys(

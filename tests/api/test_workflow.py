@@ -134,7 +134,13 @@ def test_seed_workflow_over_http(superadmin, passkey, population):
     assert License.objects.count() == 4
     assert authenticate(username="dave", password=DEFAULT_PASSWORD) is not None
 
-    # The token outlives the restore: sessions are flushed, tokens are not captured.
+    # The restore revoked every token, this one too: log in again.
+    assert restored["tokens_revoked"] == 1
+    assert client.get(reverse("api:status")).status_code == 401
+    login = client.post(
+        reverse("api:token"), {"username": "root", "password": DEFAULT_PASSWORD}, format="json"
+    )
+    client.credentials(HTTP_AUTHORIZATION=f"Token {login.json()['token']}")
     after = client.get(backup_url("api:backup-compare", "live")).json()
     assert after["issues"] == []
 

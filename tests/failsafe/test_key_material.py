@@ -354,6 +354,11 @@ def test_a_wrong_passphrase_is_refused_and_changes_nothing(backup, keyset_file, 
     assert not new_keyset.parent.exists()
     with pytest.raises(CommandError, match="No failsafe keyset"):
         run("failsafe_backup")
+    # The refusals above were recorded under the new checkout's own audit key; the trail
+    # began under the old one, which the right passphrase then brings back.
+    imported = import_keys(recovery, password=FAILSAFE_PASSWORD)
+    assert imported["AuditKeyInstalled"] is True
+    assert verify_all()["Valid"] is True
 
 
 def test_an_altered_recovery_file_is_refused(backup, keyset_file, settings, tmp_path):
@@ -442,18 +447,20 @@ def test_key_operations_are_for_superadmins_only(backup, tmp_path):
     assert not (tmp_path / "k").exists()
 
 
-def test_import_keeps_the_audit_key_that_signs_this_databases_trail(
-    backup, keyset_file, settings, tmp_path
+def test_import_keeps_the_audit_key_this_databases_trail_began_under(
+    actor, armed, keyset_file, settings, tmp_path
 ):
+    settings.FAILSAFE_AUDIT_KEY = ""
+    run("failsafe_status")  # this trail begins under the key derived from SECRET_KEY
+    in_use = keys.audit_key()
+    settings.FAILSAFE_AUDIT_KEY = "the audit key of another installation"
     recovery = tmp_path / "keys.recovery"
     export(recovery)
-    settings.FAILSAFE_AUDIT_KEY = ""  # from now on the trail is signed with a derived key
-    run("failsafe_status")
-    in_use = keys.audit_key()
+    settings.FAILSAFE_AUDIT_KEY = ""
 
     imported = import_keys(recovery, password=FAILSAFE_PASSWORD)
     assert imported["AuditKeyInstalled"] is False
-    assert "signed with the audit key in use" in imported["AuditKeyKept"]
+    assert "began under the audit key in use" in imported["AuditKeyKept"]
     assert keys.audit_key() == in_use
 
     settings.FAILSAFE_AUDIT_KEY = "yet another audit key set by the operator"

@@ -12,11 +12,11 @@ MANAGE_COMMANDS = [
     "failsafe_compare [BACKUP_ID|live] [--against BACKUP_ID|live]",
     "failsafe_restore BACKUP_ID [--dry-run] [--yes] [--password-stdin] [--allow-cascade]"
     " [--without-pre-restore-backup [--confirm BACKUP_ID]]",
-    "failsafe_verify [BACKUP_ID|--all]",
+    "failsafe_verify [BACKUP_ID|--all] [--repair]",
     "failsafe_delete BACKUP_ID [--yes] [--force] [--password-stdin]",
     "failsafe_gc [--dry-run] [--password-stdin]",
     "failsafe_audit [--verify] [--limit N]",
-    "failsafe_unlock [--account USERNAME] [--password-stdin]",
+    "failsafe_unlock [--account USERNAME | --logins USERNAME] [--password-stdin]",
     "failsafe_keys status|rotate|export FILE|import FILE [--password-stdin] [--passphrase-stdin]",
     "failsafe_terminal [-c COMMAND]",
 ]
