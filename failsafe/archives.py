@@ -30,6 +30,8 @@ def _location(backup: Backup) -> dict:
         "name": backup.archive_name,
         "sha256": backup.archive_sha256,
         "backup_id": str(backup.id),
+        # So a backup whose key the keyset lacks is named as such, not as "corrupt".
+        "key_id": backup.key_id,
     }
 
 
