@@ -4,6 +4,9 @@ from django.conf import settings
 from django.core.checks import Tags, Warning, register
 from django.utils.crypto import constant_time_compare
 
+from . import keys
+from .exceptions import FailsafeError
+
 W001_AUDIT_KEY = Warning(
     "FAILSAFE_AUDIT_KEY is not set apart from SECRET_KEY, so the audit chain's key comes "
     "from SECRET_KEY: whoever learns SECRET_KEY and can write the database can re-sign "
@@ -17,10 +20,20 @@ W001_AUDIT_KEY = Warning(
 )
 
 
+def _imported_audit_key() -> bool:
+    """Whether `failsafe_keys import` installed the audit key (then it is not SECRET_KEY's)."""
+    try:
+        return keys.audit_key_source().startswith("imported")
+    except FailsafeError:
+        return False  # an unreadable key file: the key falls back to SECRET_KEY's
+
+
 @register(Tags.security, deploy=True)
 def audit_key_set_apart(app_configs, **kwargs):
-    """Warns when the audit key is SECRET_KEY's: unset, or the very same value."""
+    """Warns when the audit key is SECRET_KEY's: unset (and not imported), or the very same
+    value."""
     audit_key = getattr(settings, "FAILSAFE_AUDIT_KEY", "") or ""
-    if not audit_key or constant_time_compare(audit_key, settings.SECRET_KEY):
-        return [W001_AUDIT_KEY]
-    return []
+    if audit_key:
+        same = constant_time_compare(audit_key, settings.SECRET_KEY)
+        return [W001_AUDIT_KEY] if same else []
+    return [] if _imported_audit_key() else [W001_AUDIT_KEY]

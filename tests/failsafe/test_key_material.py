@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Role
 from failsafe import keys, services
+from failsafe.checks import audit_key_set_apart
 from failsafe.models import AuditEvent, Backup
 from licensing.models import ServerLicense
 from tests.factories import FAILSAFE_PASSWORD, UserFactory
@@ -314,6 +315,9 @@ def test_export_then_import_opens_old_backups_on_a_fresh_checkout(
     # The audit trail signed with the old key still verifies, events since included.
     assert json.loads(run("failsafe_audit", "--verify", "--json"))["Valid"] is True
     assert status()["SystemStatus"] == "Operational"
+    # The imported audit key is not SECRET_KEY's: `check --deploy` does not warn about it.
+    assert not settings.FAILSAFE_AUDIT_KEY
+    assert audit_key_set_apart(None) == []
 
 
 def test_import_on_a_new_installation_needs_no_superadmin_and_is_audited_as_the_system(
