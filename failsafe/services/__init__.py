@@ -27,10 +27,6 @@ from .backups import (
 from .comparing import compare, mark_safe, trigger
 from .guards import Actor, resolve_superadmin
 from .keys import (
-    ExportResult,
-    ImportResult,
-    KeysStatus,
-    RotationResult,
     check_keyset_creatable,
     export_keys,
     import_keys,
@@ -43,9 +39,13 @@ from .keys import (
 from .restoring import restore
 from .results import (
     DeleteResult,
+    ExportResult,
+    ImportResult,
+    KeysStatus,
     PasswordResult,
     RepairResult,
     RestoreResult,
+    RotationResult,
     Status,
     TriggerResult,
     VerifyResult,

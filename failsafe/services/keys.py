@@ -12,7 +12,6 @@ alone, audited as the system.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -31,6 +30,7 @@ from .guards import (
     require_superadmin,
     resolve_superadmin,
 )
+from .results import ExportResult, ImportResult, KeysStatus, KeyUse, RotationResult
 
 ACTION_KEYS_STATUS = "failsafe.keys.status"
 ACTION_CREATE_KEYSET = "failsafe.keys.create"
@@ -41,76 +41,6 @@ ACTION_IMPORT_KEYS = "failsafe.keys.import"
 SYSTEM = Actor(user=None, source=AuditEvent.Source.SYSTEM)
 # Only the command line may act without a SuperAdmin, and only before one exists.
 _SHELL_SOURCES = (AuditEvent.Source.CLI, AuditEvent.Source.SYSTEM)
-
-
-# Results: plain data, rendered by failsafe.render.seed / text.
-
-
-@dataclass(frozen=True)
-class KeyUse:
-    """One key id: whether the keyset holds it, and how many backups were written under it."""
-
-    key_id: int
-    backups: int
-    held: bool
-    primary: bool = False
-
-
-@dataclass
-class KeysStatus:
-    keyset_source: str | None
-    # Why there is no usable keyset ("" when there is one).
-    keyset_error: str
-    primary_key_id: int | None
-    keys: list[KeyUse]
-    audit_key_source: str
-    chunk_key_source: str
-    imported_chunk_key_ids: list[int] = field(default_factory=list)
-    # Complete backups whose row names no key id (written before rows recorded it).
-    backups_without_key_id: int = 0
-
-    @property
-    def missing(self) -> list[KeyUse]:
-        return [use for use in self.keys if not use.held]
-
-
-@dataclass
-class RotationResult:
-    previous_primary_key_id: int
-    primary_key_id: int
-    key_ids: tuple[int, ...]
-    message: str = "Archive keyset rotated: new backups use the new key, old keys are kept"
-    note: str = (
-        "Export the key material again (manage.py failsafe_keys export): "
-        "a recovery file made before this rotation lacks the new key"
-    )
-
-
-@dataclass
-class ExportResult:
-    path: str
-    key_ids: tuple[int, ...]
-    primary_key_id: int
-    message: str = "Key material exported"
-    note: str = (
-        "Keep the file offline, apart from the backups, and the passphrase apart from the "
-        "file: together they open every backup"
-    )
-
-
-@dataclass
-class ImportResult:
-    installed: keys.InstalledKeys
-    key_ids: tuple[int, ...]
-    exported_at: str
-    # Key id -> backups that still need a key the keyset does not hold.
-    still_missing: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def message(self) -> str:
-        if self.installed.changed:
-            return "Key material imported"
-        return "Key material already in place: nothing was changed"
 
 
 # --- what the backups need ---------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from .. import keys
 from ..investigate import Investigation
 from ..lockout import Lockout
 from ..models import Backup
@@ -157,3 +158,73 @@ class DeleteResult:
             "Chunks it shared with other backups are kept; "
             "run failsafe_gc to free the space of the others"
         )
+
+
+# --- key material (services/keys.py) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """One key id: whether the keyset holds it, and how many backups were written under it."""
+
+    key_id: int
+    backups: int
+    held: bool
+    primary: bool = False
+
+
+@dataclass
+class KeysStatus:
+    keyset_source: str | None
+    # Why there is no usable keyset ("" when there is one).
+    keyset_error: str
+    primary_key_id: int | None
+    keys: list[KeyUse]
+    audit_key_source: str
+    chunk_key_source: str
+    imported_chunk_key_ids: list[int] = field(default_factory=list)
+    # Complete backups whose row names no key id (written before rows recorded it).
+    backups_without_key_id: int = 0
+
+    @property
+    def missing(self) -> list[KeyUse]:
+        return [use for use in self.keys if not use.held]
+
+
+@dataclass
+class RotationResult:
+    previous_primary_key_id: int
+    primary_key_id: int
+    key_ids: tuple[int, ...]
+    message: str = "Archive keyset rotated: new backups use the new key, old keys are kept"
+    note: str = (
+        "Export the key material again (manage.py failsafe_keys export): "
+        "a recovery file made before this rotation lacks the new key"
+    )
+
+
+@dataclass
+class ExportResult:
+    path: str
+    key_ids: tuple[int, ...]
+    primary_key_id: int
+    message: str = "Key material exported"
+    note: str = (
+        "Keep the file offline, apart from the backups, and the passphrase apart from the "
+        "file: together they open every backup"
+    )
+
+
+@dataclass
+class ImportResult:
+    installed: keys.InstalledKeys
+    key_ids: tuple[int, ...]
+    exported_at: str
+    # Key id -> backups that still need a key the keyset does not hold.
+    still_missing: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        if self.installed.changed:
+            return "Key material imported"
+        return "Key material already in place: nothing was changed"
