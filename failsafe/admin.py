@@ -58,6 +58,9 @@ def superadmin_only(view):
 # --- backups -------------------------------------------------------------------------
 
 
+_REPLICA_MARK = {"PENDING": "…", "REPLICATED": "✓", "FAILED": "FAILED"}
+
+
 @admin.register(Backup)
 class BackupAdmin(SuperAdminReadOnlyAdmin):
     list_display = (
@@ -71,6 +74,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
         "sessions",
         "size",
         "status",
+        "replicated",
     )
     list_filter = ("type", "status", "is_safe")
     search_fields = ("reason", "created_by_username")
@@ -147,6 +151,24 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
     @admin.display(description="Size", ordering="archive_size")
     def size(self, backup):
         return filesizeformat(backup.archive_size) if backup.is_complete else "-"
+
+    @admin.display(description="Replicas")
+    def replicated(self, backup):
+        """Where the backup stands on each replica: "nas ✓, s3 FAILED: why" (a tooltip)."""
+        rows = list(backup.replicas.all())
+        if not rows:
+            return "-"
+        return format_html_join(
+            ", ",
+            '<span title="{}">{} {}</span>',
+            (
+                (row.error or row.get_status_display(), row.replica, _REPLICA_MARK[row.status])
+                for row in rows
+            ),
+        )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("replicas")
 
     @admin.display(description="Captured state")
     def captured_state(self, backup):

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from django.db import DatabaseError, transaction
 
-from . import capture
+from . import audit, capture, keys
 from .archive import ArchiveInfo, RepairReport, get_store, shared_chunks
 from .archive.garbage import GarbageReport
 from .archive.healing import ChunkRecord, SnapshotSource
@@ -105,6 +105,23 @@ def _with_archive() -> Iterable[Backup]:
     return Backup.objects.filter(status=Backup.Status.COMPLETE).exclude(archive_name="")
 
 
+def _catalog_record(backup: Backup) -> dict:
+    """The rest of the backup's row, sealed into its manifest with it, so that
+    `failsafe_recover` can rebuild the row from the archive alone (see recovery.py).
+
+    The audit head is read in the backup's own consistent read, as take_backup reads it;
+    the key id is the keyset's primary now (a chunked manifest also names its key)."""
+    head_seq, head_hash = audit.head()
+    return {
+        "reason": backup.reason,
+        "created_by_id": backup.created_by_id,
+        "created_by_username": backup.created_by_username,
+        "key_id": keys.primary_key_id(),
+        "audit_head_seq": head_seq or None,
+        "audit_head_hash": head_hash if head_seq else "",
+    }
+
+
 def write(backup: Backup, *, state: dict, sections: Iterable[Section]) -> ArchiveInfo:
     """Encrypt `sections` into the store as the archive of `backup`."""
     # The newest backup's manifest lends the sizes of the chunks the two share, so they
@@ -117,6 +134,7 @@ def write(backup: Backup, *, state: dict, sections: Iterable[Section]) -> Archiv
             "type": backup.type,
             "created_at": iso(backup.created_at),
             "state": state,
+            "catalog": _catalog_record(backup),
         },
         sections=sections,
         previous=_location(previous) if previous else None,

@@ -27,6 +27,13 @@ DEFAULTS = {
     # or written) less than this long ago and its file has not changed since; otherwise it
     # reads the chunk again and rewrites it if it is damaged. 0: read every reused chunk.
     "CHUNK_REVERIFY_SECONDS": 24 * 60 * 60,
+    # Replicas of the store that are Django STORAGES aliases (besides settings.FAILSAFE_REPLICAS,
+    # storage URLs); each is named by its alias.
+    "REPLICA_ALIASES": [],
+    # Object Lock on S3 replicas: None, "GOVERNANCE" or "COMPLIANCE"; every object written
+    # to such a replica is retained (cannot be deleted or overwritten) for REPLICA_LOCK_DAYS.
+    "REPLICA_LOCK_MODE": None,
+    "REPLICA_LOCK_DAYS": 30,
 }
 
 

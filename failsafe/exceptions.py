@@ -71,6 +71,14 @@ class RestoreVerificationFailed(FailsafeError):
     """After restoring, the database did not match the backup; everything was rolled back."""
 
 
+class InvalidStorageUrl(FailsafeError):
+    """A storage URL (a replica's) is malformed, of an unknown kind, or carries a secret."""
+
+
+class StorageUnreachable(FailsafeError):
+    """A storage does not answer: host down, credentials refused, bucket or directory missing."""
+
+
 
 # What every door catches from the services: their refusals, each with a one-line message
 # for the user. Anything else is a failure of the failsafe itself.

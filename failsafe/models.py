@@ -168,3 +168,36 @@ class VerifiedChunk(models.Model):
 
     def __str__(self):
         return f"chunk {self.chunk_id[:12]} verified {self.verified_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BackupReplica(models.Model):
+    """Where one backup stands on one replica of the store (failsafe.replicas).
+
+    A replica is named as the settings name it (FAILSAFE_REPLICAS, or a STORAGES alias), so
+    a row outlives a change of the replica's credentials but not of its name.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        REPLICATED = "REPLICATED", "Replicated"
+        FAILED = "FAILED", "Failed"
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="replicas")
+    replica = models.CharField(max_length=200, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Why the last attempt failed, one line, never a credential.
+    error = models.TextField(blank=True)
+    # When the copy was last read back from the replica and found to match.
+    verified_at = models.DateTimeField(null=True, blank=True)
+    attempted_at = models.DateTimeField(default=timezone.now)
+    chunks_copied = models.PositiveIntegerField(default=0)
+    bytes_copied = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["replica"]
+        constraints = [
+            models.UniqueConstraint(fields=["backup", "replica"], name="one_row_per_replica"),
+        ]
+
+    def __str__(self):
+        return f"backup {self.backup_id} on {self.replica}: {self.status}"

@@ -34,6 +34,7 @@ COMMANDS = [
     ("failsafe status", "Check system status: password set, backups, last safe backup"),
     ("failsafe setpassword <password>", "Set or change the failsafe password (8+ characters)"),
     ("failsafe backups", "List all backups, newest first"),
+    ("failsafe backup [reason]", "Take a backup now; the reason is stored and listed with it"),
     (
         "failsafe marksafe <backup-id>",
         "Mark a backup as safe: the baseline for comparisons (asks for the failsafe password;"
@@ -92,6 +93,8 @@ class Syntax:
     flags: frozenset[str] = frozenset()
     # (name, label) of the secret the rest of the line holds, named as ask_secret names it.
     secret: tuple[str, str] | None = None
+    # The rest of the line is a label the command stores and shows (a backup's reason).
+    label: bool = False
 
     @property
     def name(self) -> str:
@@ -107,9 +110,11 @@ RESTORE = Syntax(("failsafe", "restore"), takes_backup_id=True, flags=frozenset(
 HELP = Syntax(("help_failsafe",))
 STATUS = Syntax(("failsafe", "status"))
 BACKUPS = Syntax(("failsafe", "backups"))
+BACKUP = Syntax(("failsafe", "backup"), label=True)
 # Longest first, so `help_failsafe -start` is found before `help_failsafe`.
-GRAMMAR = (TRIGGER, SET_PASSWORD, MARK_SAFE, RESTORE, STATUS, BACKUPS, HELP)
-SUBCOMMANDS = "status, backups, setpassword, marksafe or restore"
+GRAMMAR = (TRIGGER, SET_PASSWORD, MARK_SAFE, RESTORE, STATUS, BACKUPS, BACKUP, HELP)
+SUBCOMMANDS = "status, backups, backup, setpassword, marksafe or restore"
+REASON_MAX_LENGTH = 1000
 
 # A backup id as `failsafe backups` lists it, or a prefix of at least 8 hex digits of one.
 _ID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
@@ -135,6 +140,7 @@ class ParsedLine:
     secret: str = ""
     backup_id: str = ""
     flags: frozenset[str] = frozenset()
+    label_text: str = ""
     # A refusal that quotes nothing typed; None when the line can run.
     error: FailsafeError | None = None
 
@@ -190,6 +196,10 @@ def parse_line(line: str) -> ParsedLine:
         # The whole rest of the line, inner spaces kept: a password may contain them.
         secret = line.split(None, count)[count].strip()
         return ParsedLine(syntax, public + (None,), secret=secret)
+    if syntax.label:
+        # The reason is the backup's visible label, stored and listed: public by design.
+        reason = line.split(None, count)[count].strip() if rest else ""
+        return ParsedLine(syntax, public + tuple(rest), label_text=reason)
     if not syntax.takes_backup_id:
         if not rest:
             return ParsedLine(syntax, public)
@@ -292,6 +302,9 @@ def _dispatch(parsed: ParsedLine, *, actor, ask, inline) -> dict:
         return seed.status(services.status(actor=actor))
     if syntax is BACKUPS:
         return seed.backup_list(list(services.list_backups(actor=actor)))
+    if syntax is BACKUP:
+        backup = services.create_backup(actor=actor, reason=parsed.label_text[:REASON_MAX_LENGTH])
+        return seed.backup_created(backup)
     if syntax is SET_PASSWORD:
         return _set_password(parsed.secret, actor=actor, ask=ask, inline=inline)
 

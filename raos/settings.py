@@ -208,3 +208,6 @@ FAILSAFE_KEYSET_FILE = env.str("FAILSAFE_KEYSET_FILE", default=str(VAR_DIR / "fa
 FAILSAFE_AUDIT_KEY = env.str("FAILSAFE_AUDIT_KEY", default="")
 FAILSAFE_CHUNK_KEY = env.str("FAILSAFE_CHUNK_KEY", default="")
 FAILSAFE_BACKUP_DIR = env.str("FAILSAFE_BACKUP_DIR", default=str(VAR_DIR / "backups"))
+# Replicas of the backup store: storage URLs (file://, s3://, sftp://), comma-separated;
+# an entry may be named NAME=URL (see README "Storage and replicas").
+FAILSAFE_REPLICAS = env.list("FAILSAFE_REPLICAS", default=[])

@@ -5,6 +5,16 @@ from failsafe.models import AuditEvent
 from licensing import services as licensing
 from tests.factories import FAILSAFE_PASSWORD, LicenseFactory, SuperAdminFactory, UserFactory
 
+# The real S3, SFTP and file servers of the replica tests, for any test that asks for them.
+from tests.servers import (  # noqa: F401
+    file_replica_url,
+    s3,
+    s3_replica_url,
+    s3_server,
+    sftp_replica_url,
+    sftp_server,
+)
+
 FAST_USER_HASHERS = [
     # User passwords hash fast in tests; the server license's secrets stay argon2 because
     # licensing.services asks for argon2 by name.

@@ -77,6 +77,26 @@ class LockoutSerializer(serializers.Serializer):
     minutes_left = serializers.IntegerField()
 
 
+class ReplicaLagSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The replica's name, as failsafe_replicate takes it.")
+    where = serializers.CharField(help_text="Its storage URL (never with a credential).")
+    up_to_date = serializers.BooleanField()
+    last_replicated_backup_id = serializers.CharField(source="last_backup_id", allow_null=True)
+    last_replicated_backup_at = UtcDateTimeField(source="last_backup_at", allow_null=True)
+    last_verified_at = UtcDateTimeField(allow_null=True)
+    backups_behind = serializers.IntegerField(
+        source="behind", help_text="Complete backups it does not hold (pending or failed)."
+    )
+    lag_seconds = serializers.FloatField(
+        allow_null=True,
+        help_text="From its newest copy to the newest backup; null when it holds none.",
+    )
+    failing_backups = serializers.SerializerMethodField()
+
+    def get_failing_backups(self, entry) -> list[dict]:
+        return [{"backup_id": backup_id, "error": error} for backup_id, error in entry.failing]
+
+
 class StatusSerializer(serializers.Serializer):
     failsafe_password_set = serializers.BooleanField()
     total_backups = serializers.IntegerField(help_text="Complete backups.")
@@ -92,9 +112,19 @@ class StatusSerializer(serializers.Serializer):
         "a broken audit chain, a failed last backup. Empty otherwise.",
     )
     lockouts = LockoutSerializer(many=True, help_text="Your own lockouts in force.")
+    replicas = ReplicaLagSerializer(many=True, help_text="How far behind each replica is.")
 
 
 # --- backups -------------------------------------------------------------------------
+
+
+class BackupReplicaSerializer(serializers.Serializer):
+    replica = serializers.CharField()
+    status = serializers.CharField(help_text="PENDING, REPLICATED or FAILED.")
+    verified_at = UtcDateTimeField(
+        allow_null=True, help_text="When the copy was last read back and found to match."
+    )
+    error = BlankAsNullField(help_text="Why the last copy failed.")
 
 
 class BackupSerializer(serializers.ModelSerializer):
@@ -124,6 +154,9 @@ class BackupSerializer(serializers.ModelSerializer):
     )
     archive_sha256 = BlankAsNullField()
     error = BlankAsNullField()
+    replicas = BackupReplicaSerializer(
+        many=True, read_only=True, help_text="Where the backup stands on each replica."
+    )
 
     class Meta:
         model = Backup
@@ -149,6 +182,7 @@ class BackupSerializer(serializers.ModelSerializer):
             "django_version",
             "audit_head_seq",
             "error",
+            "replicas",
         ]
         read_only_fields = fields
 

@@ -49,6 +49,7 @@ def status(result) -> dict:
         "SystemStatus": result.system_status,
         "Problems": list(result.problems),
         "Lockouts": [lockout(entry) for entry in result.lockouts],
+        "Replicas": [replica_lag(entry) for entry in result.replicas],
     }
 
 
@@ -220,6 +221,7 @@ def deleted(result) -> dict:
         "Type": result.backup_type,
         "WasSafe": result.was_safe,
         "Note": result.note,
+        "Replicas": [replica_cleanup(entry) for entry in result.replicas],
     }
 
 
@@ -238,6 +240,7 @@ def garbage(report) -> dict:
         "ChunksMissing": report.missing,
         "MissingManifests": report.missing_manifests,
         "OrphanManifests": report.orphan_manifests,
+        "Replicas": [replica_cleanup(entry) for entry in getattr(report, "replicas", ())],
     }
 
 
@@ -399,4 +402,88 @@ def audit_chain(result) -> dict:
         "DeletedAfter": result.deleted_after,
         "Wiped": result.wiped,
         "UnreadableAnchors": result.unreadable_anchors,
+    }
+
+
+# --- replicas ------------------------------------------------------------------------
+
+
+def replica_lag(entry) -> dict:
+    return {
+        "Name": entry.name,
+        "Where": entry.where,
+        "UpToDate": entry.up_to_date,
+        "LastReplicatedBackupId": entry.last_backup_id,
+        "LastReplicatedBackupAtUtc": iso(entry.last_backup_at),
+        "LastVerifiedAtUtc": iso(entry.last_verified_at),
+        "BackupsBehind": entry.behind,
+        "LagSeconds": entry.lag_seconds,
+        "FailingBackups": [
+            {"BackupId": backup_id, "Error": error} for backup_id, error in entry.failing
+        ],
+    }
+
+
+def backup_replica(row) -> dict:
+    return {
+        "Replica": row.replica,
+        "BackupId": str(row.backup_id),
+        "Status": row.status,
+        "VerifiedAtUtc": iso(row.verified_at),
+        "ChunksCopied": row.chunks_copied,
+        "BytesCopied": row.bytes_copied,
+        "Error": row.error or None,
+    }
+
+
+def replication(result) -> dict:
+    return {
+        "Success": not result.failed,
+        "Message": result.message,
+        "Replicas": list(result.replicas),
+        "Copies": [backup_replica(row) for row in result.rows],
+    }
+
+
+def replica_verification(result) -> dict:
+    return {**verification(result.results), "Replica": result.replica, "Where": result.where}
+
+
+def replica_cleanup(entry) -> dict:
+    return {
+        "Replica": entry.name,
+        "Deleted": entry.deleted,
+        "KeptLocked": list(entry.locked),
+        "Error": entry.error or None,
+    }
+
+
+# --- recovery ------------------------------------------------------------------------
+
+
+def recovery(result) -> dict:
+    report = result.report
+    last_safe = report.last_safe
+    return {
+        "Success": True,
+        "Message": result.message,
+        "DryRun": report.dry_run,
+        "Source": report.source,
+        "CopiedInto": report.copied_into or None,
+        "FilesCopied": report.files_copied,
+        "BytesCopied": report.bytes_copied,
+        "Found": report.found,
+        "Added": [backup(record) for record in report.added],
+        "AlreadyPresent": [str(record.id) for record in report.present],
+        "Conflicts": [
+            {"BackupId": conflict.backup_id, "DiffersIn": conflict.fields}
+            for conflict in report.conflicts
+        ],
+        "Damaged": [
+            {"Name": damage.name, "BackupId": damage.backup_id or None, "Problem": damage.problem}
+            for damage in report.damaged
+        ],
+        "AuditAnchors": {"Count": report.anchors, "HighestSeq": report.highest_anchor or None},
+        "LastSafeBackupId": str(last_safe.id) if last_safe else None,
+        "NextSteps": result.next_steps,
     }

@@ -28,6 +28,7 @@ def status(result) -> str:
         f"System status: {result.system_status}",
     ]
     lines += _bullets("Problems:", result.problems)
+    lines += replica_lines(result.replicas)
     lines += [
         f"LOCKED: {entry.action} until {iso(entry.locked_until, timespec='seconds')}"
         for entry in result.lockouts
@@ -209,6 +210,8 @@ def deleted(result) -> str:
     text = f"Backup {result.backup_id} deleted"
     if result.note:
         text += f"\n{result.note}"
+    for line in replica_cleanup(result.replicas):
+        text += f"\n{line}"
     return text
 
 
@@ -245,6 +248,10 @@ def garbage(report) -> list[tuple[str, bool]]:
                 False,
             )
         )
+    lines += [
+        (line, "not cleaned up" in line)
+        for line in replica_cleanup(getattr(report, "replicas", ()))
+    ]
     return lines
 
 
@@ -292,3 +299,99 @@ def audit_anchor_warnings(result) -> list[str]:
 
 def unlocked(lifted: int) -> str:
     return seed.lifted_message(lifted)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def replica_lag(entry) -> str:
+    if entry.last_backup_id is None:
+        held = "holds no backup yet"
+    elif entry.behind == 0:
+        held = f"up to date (newest copy {entry.last_backup_id})"
+    else:
+        held = (
+            f"{entry.behind} backups behind, {_duration(entry.lag_seconds or 0)} "
+            f"(newest copy {entry.last_backup_id})"
+        )
+    line = f"Replica {entry.name}: {held}"
+    if entry.failing:
+        backup_id, error = entry.failing[0]
+        line += f"; {len(entry.failing)} failed, latest reason: {error}"
+    return line
+
+
+def replica_lines(replicas) -> list[str]:
+    return [replica_lag(entry) for entry in replicas]
+
+
+def replication(result) -> str:
+    lines = [result.message]
+    for row in result.rows:
+        if row.status == "REPLICATED":
+            lines.append(
+                f"{row.replica}: {row.backup_id} replicated ({row.chunks_copied} chunks, "
+                f"{row.bytes_copied} bytes copied), read back and matched"
+            )
+        else:
+            lines.append(f"{row.replica}: {row.backup_id} {row.status}: {row.error}")
+    return "\n".join(lines)
+
+
+def replica_verification(result) -> str:
+    body = verification(result.results)
+    return f"Replica {result.replica} ({result.where}):\n{body}" if body else body
+
+
+def replica_cleanup(entries) -> list[str]:
+    lines = []
+    for entry in entries:
+        if entry.error:
+            lines.append(f"Replica {entry.name}: not cleaned up: {entry.error}")
+            continue
+        line = f"Replica {entry.name}: {entry.deleted} deleted"
+        if entry.locked:
+            line += f"; {len(entry.locked)} kept, still locked (Object Lock): " + ", ".join(
+                entry.locked[:5]
+            ) + (" ..." if len(entry.locked) > 5 else "")
+        lines.append(line)
+    return lines
+
+
+def recovery(result) -> str:
+    report = result.report
+    lines = [result.message]
+    if report.copied_into and not report.dry_run:
+        lines.append(
+            f"Copied {report.files_copied} file(s), {report.bytes_copied} bytes, into the "
+            f"configured store ({report.copied_into})"
+        )
+    added = "Would add:" if report.dry_run else "Added:"
+    lines += _bullets(added, [backup_line(record) for record in report.added])
+    lines += _bullets(
+        "Already present (left as they are):", [str(record.id) for record in report.present]
+    )
+    lines += _bullets(
+        "Conflicts (rows that differ, not overwritten):",
+        [f"{c.backup_id}: differs in {', '.join(c.fields)}" for c in report.conflicts],
+    )
+    lines += _bullets(
+        "Damaged (not recovered):", [f"{d.name}: {d.problem}" for d in report.damaged]
+    )
+    if report.anchors:
+        lines.append(
+            f"Audit anchors in the source: {report.anchors}, up to event #{report.highest_anchor} "
+            "(the old audit trail's length; the trail here starts again)"
+        )
+    last_safe = report.last_safe
+    lines.append(f"Last safe backup: {last_safe.id if last_safe else 'none'}")
+    lines += _bullets("Next:", result.next_steps)
+    return "\n".join(lines)

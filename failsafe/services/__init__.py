@@ -36,6 +36,8 @@ from .keys import (
     prepare_keyset,
     rotate_keys,
 )
+from .recovery import recover, recovery_actor
+from .replication import replicate, verify_replica
 from .restoring import restore
 from .results import (
     DeleteResult,
@@ -43,7 +45,10 @@ from .results import (
     ImportResult,
     KeysStatus,
     PasswordResult,
+    RecoveryResult,
     RepairResult,
+    ReplicationResult,
+    ReplicaVerifyResult,
     RestoreResult,
     RotationResult,
     Status,
@@ -58,7 +63,10 @@ __all__ = [
     "ImportResult",
     "KeysStatus",
     "PasswordResult",
+    "RecoveryResult",
     "RepairResult",
+    "ReplicaVerifyResult",
+    "ReplicationResult",
     "RestoreResult",
     "RotationResult",
     "Status",
@@ -83,7 +91,10 @@ __all__ = [
     "mark_safe",
     "parse_backup_id",
     "prepare_keyset",
+    "recover",
+    "recovery_actor",
     "repair",
+    "replicate",
     "resolve_superadmin",
     "restore",
     "rotate_keys",
@@ -93,4 +104,5 @@ __all__ = [
     "unlock",
     "verify",
     "verify_audit_chain",
+    "verify_replica",
 ]

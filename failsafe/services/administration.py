@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from licensing import services as licensing
 
-from .. import audit, lockout
+from .. import audit, lockout, replicas
 from .. import logins as login_lockouts
 from ..models import AuditEvent, Backup
 from ..snapshot import iso
@@ -37,6 +37,7 @@ def status(*, actor: Actor) -> Status:
         complete = Backup.objects.filter(status=Backup.Status.COMPLETE)
         safe = last_safe_backup()
         newest = complete.order_by("-created_at").first()
+        replica_lag = replicas.lag()
         return Status(
             failsafe_password_set=licensing.failsafe_password_is_set(),
             total_backups=complete.count(),
@@ -44,7 +45,15 @@ def status(*, actor: Actor) -> Status:
             last_safe_backup_id=str(safe.id) if safe else None,
             last_backup_at=newest.created_at if newest else None,
             lockouts=lockout.lockout_status(username=actor.username),
-            problems=_problems(),
+            problems=_problems()
+            + [problem for problem in [replicas.configuration_problem()] if problem]
+            + [
+                f"Replica {entry.name}: {len(entry.failing)} backups failed to replicate "
+                f"(latest reason: {entry.failing[0][1]}); failsafe_replicate tries again"
+                for entry in replica_lag
+                if entry.failing
+            ],
+            replicas=replica_lag,
         )
 
 

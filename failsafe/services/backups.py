@@ -8,7 +8,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from .. import archives, audit, capture, oplock
+from .. import archives, audit, capture, oplock, replicas
 from ..conf import setting
 from ..exceptions import (
     AmbiguousBackupId,
@@ -28,7 +28,7 @@ from .guards import (
     require_failsafe_password,
     require_superadmin,
 )
-from .results import DeleteResult, RepairResult, VerifyResult
+from .results import CollectionReport, DeleteResult, RepairResult, VerifyResult
 
 # A backup id as every door lists it: lowercase, with its four dashes. Nothing else is
 # taken for one (no braces, capitals or urn: prefix), but for a prefix of that form with at
@@ -89,7 +89,8 @@ def last_safe_backup() -> Backup | None:
 def list_backups(*, actor: Actor, backup_type: str | None = None, safe: bool | None = None):
     with audited(actor, "failsafe.backups"):
         require_superadmin(actor)
-        backups = Backup.objects.order_by("-created_at")
+        # Each backup's replica rows come with it: the API lists them per backup.
+        backups = Backup.objects.order_by("-created_at").prefetch_related("replicas")
         if backup_type:
             backups = backups.filter(type=backup_type.upper())
         if safe is not None:
@@ -148,6 +149,9 @@ def take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
         backup.status = Backup.Status.COMPLETE
         backup.finished_at = timezone.now()
         backup.save()
+        # Off-site copies: a replica that is down fails its own row (failsafe_replicate
+        # tries again), never the backup.
+        replicas.replicate_new(backup)
         return backup
 
 
@@ -280,6 +284,12 @@ def delete_backup(
             # missing and the deletion can be retried; the other way round, a manifest
             # nobody lists would keep its chunks forever.
             archives.delete(backup)
+            # Its manifest on each replica too, but where Object Lock still retains it.
+            result.replicas = replicas.delete(backup)
+            details["replicas"] = [
+                {"replica": entry.name, "kept_locked": len(entry.locked), "error": entry.error}
+                for entry in result.replicas
+            ]
             backup.delete()
         return result
 
@@ -302,10 +312,26 @@ def collect_garbage(
             report = archives.collect_garbage(
                 grace_seconds=int(setting("GC_GRACE_SECONDS")), dry_run=dry_run
             )
+            # The same on each replica, keeping what Object Lock still retains.
+            report = CollectionReport.of(
+                report,
+                replicas=replicas.collect_garbage(
+                    grace_seconds=int(setting("GC_GRACE_SECONDS")), dry_run=dry_run
+                ),
+            )
         details.update(
             deleted=report.deleted,
             bytes_freed=report.bytes_freed,
             kept_recent=report.kept_recent,
             missing=report.missing,
+            replicas=[
+                {
+                    "replica": entry.name,
+                    "deleted": entry.deleted,
+                    "kept_locked": len(entry.locked),
+                    "error": entry.error,
+                }
+                for entry in report.replicas
+            ],
         )
         return report

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from licensing import services as licensing
 
-from .. import archives, capture
+from .. import archives, capture, recovery
 from ..compare import ComparisonResult
 from ..compare import compare as compare_snapshots
 from ..exceptions import ArchiveCorrupt, FailsafeError, UnacceptedIssues
@@ -111,10 +111,15 @@ def mark_safe(
             details["accepted_issues"] = issues[:20]
         with transaction.atomic():
             backup = Backup.objects.select_for_update().get(pk=backup.pk)
-            if not backup.is_safe:
+            newly_safe = not backup.is_safe
+            if newly_safe:
                 backup.is_safe = True
                 backup.marked_safe_at = timezone.now()
                 backup.marked_safe_by_username = actor.username
+            # Kept with the archives too, for failsafe_recover; a mark the storage cannot
+            # keep refuses the marking. Marking again records a mark made before that.
+            recovery.record_safe_mark(backup)
+            if newly_safe:
                 backup.save(update_fields=["is_safe", "marked_safe_at", "marked_safe_by_username"])
         return backup
 

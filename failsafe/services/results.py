@@ -7,9 +7,10 @@ serializers, the admin's templates); nothing here knows any of those shapes.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-from .. import keys
+from .. import keys, recovery
+from ..archives import GarbageReport
 from ..investigate import Investigation
 from ..lockout import Lockout
 from ..models import Backup
@@ -30,6 +31,8 @@ class Status:
     lockouts: list[Lockout] = field(default_factory=list)
     # What puts backups or the audit trail at risk, one line each; any makes it Degraded.
     problems: list[str] = field(default_factory=list)
+    # How far behind each replica of the store is (replicas.ReplicaLag).
+    replicas: list = field(default_factory=list)
 
     @property
     def system_status(self) -> str:
@@ -149,6 +152,8 @@ class DeleteResult:
     # Parts it shared with other backups stay until failsafe_gc finds nobody needs them.
     left_shared_parts: bool
     message: str = "Backup deleted"
+    # On each replica: its manifest deleted, or kept by its retention (replicas.ReplicaCleanup).
+    replicas: list = field(default_factory=list)
 
     @property
     def note(self) -> str | None:
@@ -228,3 +233,100 @@ class ImportResult:
         if self.installed.changed:
             return "Key material imported"
         return "Key material already in place: nothing was changed"
+
+
+# --- replicas (services/replication.py) --------------------------------------------
+
+
+@dataclass
+class ReplicationResult:
+    """What a catch-up did: per replica, the rows of the backups it tried to copy."""
+
+    rows: list = field(default_factory=list)  # models.BackupReplica, replica by replica
+    replicas: list[str] = field(default_factory=list)
+
+    @property
+    def replicated(self) -> list:
+        return [row for row in self.rows if row.status == "REPLICATED"]
+
+    @property
+    def failed(self) -> list:
+        return [row for row in self.rows if row.status == "FAILED"]
+
+    @property
+    def message(self) -> str:
+        if not self.replicas:
+            return "No replicas are configured (FAILSAFE_REPLICAS, FAILSAFE['REPLICA_ALIASES'])"
+        if not self.rows:
+            return "Every replica holds every backup already"
+        copied = f"{len(self.replicated)} of {len(self.rows)} backup copies replicated"
+        return copied if not self.failed else f"{copied}; {len(self.failed)} failed"
+
+
+@dataclass
+class ReplicaVerifyResult:
+    """A verification of one replica's copies."""
+
+    replica: str
+    where: str
+    results: list[VerifyResult] = field(default_factory=list)
+
+
+# --- recovery (services/recovery.py) -----------------------------------------------
+
+
+@dataclass
+class RecoveryResult:
+    """What a recovery found in a storage, added to the database, and found damaged."""
+
+    report: recovery.RecoveryReport
+    # No SuperAdmin exists yet (a new installation): one is needed to restore.
+    without_superadmin: bool = False
+
+    @property
+    def message(self) -> str:
+        report = self.report
+        found = f"{report.found} intact backup(s) in {report.source}"
+        if report.dry_run:
+            return (
+                f"Dry run, nothing was changed: {found}; {len(report.added)} would be added, "
+                f"{len(report.present)} already present"
+            )
+        return (
+            f"Recovered {found}: {len(report.added)} added, {len(report.present)} already present"
+        )
+
+    @property
+    def next_steps(self) -> list[str]:
+        report = self.report
+        steps = []
+        if report.damaged:
+            steps.append(
+                "Damaged items were left out: recover them from another replica "
+                "(manage.py failsafe_recover --from URL)"
+            )
+        last_safe = report.last_safe
+        if report.dry_run or last_safe is None:
+            return steps
+        if self.without_superadmin:
+            steps.append(
+                "No SuperAdmin exists yet: create a temporary one and set a failsafe password "
+                "(manage.py raos_bootstrap --superadmin recovery; manage.py failsafe_setpassword)"
+            )
+        steps.append(f"Restore the last safe backup: manage.py failsafe_restore {last_safe.id}")
+        return steps
+
+
+@dataclass
+class CollectionReport(GarbageReport):
+    """The garbage collection on the primary, and on each replica (replicas.ReplicaCleanup:
+    deleted, kept for its Object Lock, or not reached)."""
+
+    replicas: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, report: GarbageReport, *, replicas: list) -> CollectionReport:
+        return cls(
+            **{each.name: getattr(report, each.name) for each in fields(GarbageReport)},
+            replicas=replicas,
+        )

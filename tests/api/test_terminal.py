@@ -49,6 +49,22 @@ def test_backups_is_the_seeds_backup_list(api, actor):
 
 
 @pytest.mark.django_db
+def test_backup_takes_a_backup_with_the_reason_typed(api, actor):
+    response = terminal(api, "failsafe backup before the upgrade")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["Success"], body["Message"]) == (True, "Backup created")
+    backup = Backup.objects.get(pk=body["BackupId"])
+    assert (backup.type, backup.reason, backup.status) == (
+        "MANUAL",
+        "before the upgrade",
+        "COMPLETE",
+    )
+    bare = terminal(api, "failsafe backup").json()
+    assert Backup.objects.get(pk=bare["BackupId"]).reason == ""
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("command", "error"),
     [
@@ -58,7 +74,8 @@ def test_backups_is_the_seeds_backup_list(api, actor):
         ("rm -rf /", "Unknown command. Type help_failsafe for the list of commands"),
         (
             "failsafe explode",
-            "Unknown failsafe command: use status, backups, setpassword, marksafe or restore",
+            "Unknown failsafe command: "
+            "use status, backups, backup, setpassword, marksafe or restore",
         ),
         ("failsafe marksafe", "Usage: failsafe marksafe <backup-id>"),
     ],
@@ -222,7 +239,8 @@ SECRET = "Open-Sesame-Guess-99"
         (
             "failsafe {secret}",
             400,
-            "Unknown failsafe command: use status, backups, setpassword, marksafe or restore",
+            "Unknown failsafe command: "
+            "use status, backups, backup, setpassword, marksafe or restore",
         ),
         ("failsafe status {secret}", 400, "failsafe status takes no arguments"),
         ("failsafe backups {secret}", 400, "failsafe backups takes no arguments"),

@@ -232,7 +232,8 @@ def test_malformed_and_unknown_ids_are_refused_clearly(actor, armed):
         ("rm -rf /", "Unknown command. Type help_failsafe for the list of commands"),
         (
             "failsafe explode",
-            "Unknown failsafe command: use status, backups, setpassword, marksafe or restore",
+            "Unknown failsafe command: "
+            "use status, backups, backup, setpassword, marksafe or restore",
         ),
     ],
 )
@@ -243,12 +244,13 @@ def test_terminal_refuses_bad_lines(actor, line, message):
 
 
 @pytest.mark.django_db
-def test_help_lists_the_seven_commands(actor):
+def test_help_lists_the_seeds_seven_commands_and_backup(actor):
     commands = [c["Command"] for c in term(actor, "help_failsafe").payload["Commands"]]
     assert commands == [
         "failsafe status",
         "failsafe setpassword <password>",
         "failsafe backups",
+        "failsafe backup [reason]",
         "failsafe marksafe <backup-id>",
         "failsafe restore <backup-id>",
         "help_failsafe",

@@ -12,12 +12,14 @@ MANAGE_COMMANDS = [
     "failsafe_compare [BACKUP_ID|live] [--against BACKUP_ID|live]",
     "failsafe_restore BACKUP_ID [--dry-run] [--yes] [--password-stdin] [--allow-cascade]"
     " [--without-pre-restore-backup [--confirm BACKUP_ID]]",
-    "failsafe_verify [BACKUP_ID|--all] [--repair]",
+    "failsafe_verify [BACKUP_ID|--all] [--repair | --replica NAME]",
+    "failsafe_replicate [--replica NAME]",
     "failsafe_delete BACKUP_ID [--yes] [--force] [--password-stdin]",
     "failsafe_gc [--dry-run] [--password-stdin]",
     "failsafe_audit [--verify] [--limit N]",
     "failsafe_unlock [--account USERNAME | --logins USERNAME] [--password-stdin]",
     "failsafe_keys status|rotate|export FILE|import FILE [--password-stdin] [--passphrase-stdin]",
+    "failsafe_recover --from URL [--dry-run] [--password-stdin]",
     "failsafe_terminal [-c COMMAND]",
 ]
 

@@ -24,8 +24,18 @@ class Command(FailsafeCommand):
             help="rewrite the damaged chunks of failing backups from live data, then verify "
             "them again",
         )
+        parser.add_argument(
+            "--replica",
+            metavar="NAME",
+            help="check the copies this replica of the store holds instead of the primary's",
+        )
 
-    def run(self, actor, *, backup_id, all_backups, repair, **options):
+    def run(self, actor, *, backup_id, all_backups, repair, replica, **options):
+        if replica:
+            if repair:
+                raise CommandError("--repair repairs the primary: it does not take --replica")
+            self.verify_replica(actor, replica, backup_id=backup_id, all_backups=all_backups)
+            return
         if repair:
             self.repair(actor, backup_id=None if all_backups else backup_id)
             return
@@ -46,4 +56,21 @@ class Command(FailsafeCommand):
         if damaged:
             raise CommandError(
                 f"{len(damaged)} of {len(result.results)} backups stay damaged after repair"
+            )
+
+    def verify_replica(self, actor, replica, *, backup_id, all_backups):
+        with self.progress() as progress:
+            result = services.verify_replica(
+                actor=actor,
+                replica=replica,
+                backup_id=backup_id,
+                all_backups=all_backups,
+                progress=progress,
+            )
+        self.emit(seed.replica_verification(result), text.replica_verification(result))
+        bad = sum(1 for r in result.results if not r.ok)
+        if bad:
+            raise CommandError(
+                f"{bad} of {len(result.results)} backups failed verification on replica "
+                f"{result.replica}"
             )
