@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUPERADMIN ?= superadmin
 HOST ?= 127.0.0.1:8000
 
-.PHONY: run test setup dev-setup migrate lint bench clean
+.PHONY: run test setup dev-setup migrate lint bench clean browser
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,21 @@ run: migrate
 	@echo "Serving on http://$(HOST)/ (admin at http://$(HOST)/admin/)"
 	$(PY) manage.py runserver $(HOST)
 
-test: setup $(VENV)/.dev-installed
-	$(PY) -m pytest
+# The browser tests drive Debian's Chromium: installed here when missing and running as
+# root, else one line saying what to install. Never skipped.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && apt-get install -y -qq chromium; \
+		else \
+			echo "make test needs Chromium for the browser tests: sudo apt-get install -y chromium (or CHROMIUM=/path/to/chromium)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+test: setup $(VENV)/.dev-installed browser
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 # The benchmark against dumpdata/loaddata (bench/README.md): make bench ARGS="--rows 1000000"
 bench: setup

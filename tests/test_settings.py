@@ -103,3 +103,25 @@ def test_the_embedded_sqlite_database_is_readable_by_its_owner_only(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert database.stat().st_mode & 0o777 == 0o600
+
+
+def test_make_test_says_what_to_install_when_chromium_is_missing_and_it_cannot():
+    """Without Chromium and without root, `make test` stops with one line, never skips."""
+    if os.geteuid() != 0:
+        command = ["make", "--no-print-directory", "browser", "CHROMIUM=/nonexistent/chromium"]
+    else:
+        # As root it would install Chromium: run it as nobody to see the refusal.
+        command = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "make",
+            "--no-print-directory",
+            "browser",
+            "CHROMIUM=/nonexistent/chromium",
+        ]
+    done = subprocess.run(command, cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "make test needs Chromium" in done.stderr
+    assert "apt-get install -y chromium" in done.stderr

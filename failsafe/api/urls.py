@@ -8,6 +8,7 @@ app_name = "api"
 # Backup ids are matched as any string so that a malformed one gets the API's JSON 404
 # (from the service) rather than Django's HTML page for an unknown URL.
 urlpatterns = [
+    path("", views.ApiRootView.as_view(), name="root"),
     path("auth/token/", views.TokenLoginView.as_view(), name="token"),
     path("auth/logout/", views.TokenLogoutView.as_view(), name="logout"),
     path("auth/logoutall/", views.TokenLogoutAllView.as_view(), name="logoutall"),

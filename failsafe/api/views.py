@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from django.contrib.auth import authenticate
 from django.http import JsonResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from knox import views as knox_views
@@ -37,6 +38,56 @@ WRONG_CREDENTIALS = "Unable to log in with the username and password given."
 
 def not_found(request, *args, **kwargs):
     return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+
+
+# The entry points /api/ lists: (name, URL name, what it is for). {id} stands for a backup id.
+ENTRY_POINTS = [
+    ("token", "api:token", "POST username and password for a token"),
+    ("logout", "api:logout", "POST: revoke this token"),
+    ("logoutall", "api:logoutall", "POST: revoke all your tokens"),
+    ("status", "api:status", "GET: the failsafe's status"),
+    ("backups", "api:backups", "GET: list backups; POST: take one"),
+    ("trigger", "api:trigger", "POST the passkey: emergency backup and investigation"),
+    ("password", "api:password", "PUT: set or change the failsafe password"),
+    ("audit", "api:audit", "GET: the audit trail"),
+    ("terminal", "api:terminal", "POST one line of the terminal language"),
+    ("schema", "api:schema", "OpenAPI 3 schema (signed-in users)"),
+    ("docs", "api:docs", "Swagger UI (signed-in users)"),
+]
+BACKUP_ENTRY_POINTS = [
+    ("backup", "api:backup", "GET: one backup"),
+    ("mark_safe", "api:backup-mark-safe", "POST the failsafe password: mark it safe"),
+    ("compare", "api:backup-compare", "GET: compare it (or live) with the last safe one"),
+    ("restore", "api:backup-restore", "POST: restore it (dry_run first)"),
+]
+
+
+class ApiRootView(APIView):
+    """An index of the API's entry points: what a client finds at /api/."""
+
+    authentication_classes = ()
+    permission_classes = (AllowAny,)
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        entries = {
+            name: {"url": reverse(url_name), "what": what}
+            for name, url_name, what in ENTRY_POINTS
+        }
+        entries |= {
+            name: {
+                "url": reverse(url_name, kwargs={"backup_id": "ID"}).replace("ID", "{id}"),
+                "what": what,
+            }
+            for name, url_name, what in BACKUP_ENTRY_POINTS
+        }
+        return Response(
+            {
+                "name": "RaOS Failsafe API",
+                "authentication": "Authorization: Token <token> (from token), or a session",
+                "entry_points": entries,
+            }
+        )
 
 
 # --- how errors appear in the schema -------------------------------------------------

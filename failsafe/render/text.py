@@ -130,8 +130,11 @@ def backup_line(backup) -> str:
     )
 
 
-def backup_list(backups) -> str:
-    return "\n".join(backup_line(b) for b in backups) or "No backups yet."
+def backup_list(backups, *, filters: str = "") -> str:
+    """The list, or why it is empty: none yet, or none matching `filters` (as typed)."""
+    if backups:
+        return "\n".join(backup_line(b) for b in backups)
+    return f"No backups match {filters}." if filters else "No backups yet."
 
 
 def backup_created(backup) -> str:
@@ -161,17 +164,33 @@ def trigger(result) -> str:
     return "\n".join(lines)
 
 
-def restore(result) -> str:
-    lines = [f"{result.message} (backup {result.backup.id})"]
-    for plan in result.plan.models:
-        lines.append(
-            f"  {plan.label}: {plan.insert} to insert, {plan.update} to update, "
-            f"{plan.delete} to delete"
-        )
+def _plan_lines(plan) -> list[str]:
+    lines = [
+        f"  {model.label}: {model.insert} to insert, {model.update} to update, "
+        f"{model.delete} to delete"
+        for model in plan.models
+    ]
     lines += _bullets(
         "Would also delete outside the backup:",
-        [f"{hit.count} {hit.model}" for hit in result.plan.cascades],
+        [f"{hit.count} {hit.model}" for hit in plan.cascades],
     )
+    return lines
+
+
+def restore_plan(result) -> str:
+    """A dry run shown as what it is before a restore: the plan, nothing done yet."""
+    lines = [f"Restoring backup {result.backup.id} would change:"]
+    lines += _plan_lines(result.plan) if not result.plan.is_noop else ["  nothing"]
+    lines.append(
+        "First a backup of the current state is taken; afterwards every session ends and "
+        "every API token is revoked."
+    )
+    return "\n".join(lines)
+
+
+def restore(result) -> str:
+    lines = [f"{result.message} (backup {result.backup.id})"]
+    lines += _plan_lines(result.plan)
     if result.pre_restore_backup:
         lines.append(f"Pre-restore backup: {result.pre_restore_backup.id}")
     if result.verification is not None:

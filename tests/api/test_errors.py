@@ -320,3 +320,15 @@ def test_a_prefix_naming_several_backups_is_refused(api, actor):
     Backup.objects.exclude(pk=first.pk).delete()
     one = api.get(reverse("api:backup", kwargs={"backup_id": "abcdef01"}))
     assert one.json()["id"] == str(first.id)
+
+
+def test_the_api_root_lists_its_entry_points(anonymous):
+    response = anonymous.get("/api/")
+    assert response.status_code == 200
+    entries = response.json()["entry_points"]
+    assert entries["status"]["url"] == "/api/failsafe/status/"
+    assert entries["restore"]["url"] == "/api/failsafe/backups/{id}/restore/"
+    assert entries["token"]["url"] == "/api/auth/token/"
+    # Every entry point it lists answers (here: 401 without credentials, never 404).
+    for name in ("status", "backups", "audit"):
+        assert anonymous.get(entries[name]["url"]).status_code == 401

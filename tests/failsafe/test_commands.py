@@ -1,5 +1,6 @@
 """The manage.py doors: arguments, --json shapes, secrets from stdin, one-line refusals."""
 
+import io
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.core.management import CommandError
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from failsafe.models import AuditEvent, Backup
@@ -248,3 +249,29 @@ def test_a_superadmin_who_must_change_the_password_is_refused_at_the_command_lin
     with pytest.raises(CommandError, match="must replace the one-time password first"):
         run("failsafe_backup")
     assert not Backup.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_empty_filtered_list_says_what_it_filtered(superadmin, keyset):
+    assert run("failsafe_backups").strip() == "No backups yet."
+    run("failsafe_backup", "--reason", "one")
+    printed = run("failsafe_backups", "--type", "EMERGENCY", "--safe").strip()
+    assert printed == "No backups match --type EMERGENCY --safe."
+
+
+@pytest.mark.django_db
+def test_the_interactive_restore_shows_a_plan_before_asking(
+    superadmin, armed, population, monkeypatch
+):
+    backup_id = json.loads(run("failsafe_backup", "--json"))["BackupId"]
+    population[0][0].delete()  # alice
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "no")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="Restore cancelled; nothing was changed"):
+        call_command("failsafe_restore", backup_id, stdout=out)
+    printed = out.getvalue()
+    assert printed.startswith(f"Restoring backup {backup_id} would change:")
+    assert "accounts.user: 1 to insert" in printed
+    assert "Dry run" not in printed
+    assert asked == ["Restore this backup? Type 'yes' to go on: "]

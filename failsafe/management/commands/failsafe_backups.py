@@ -15,4 +15,7 @@ class Command(FailsafeCommand):
         backups = list(
             services.list_backups(actor=actor, backup_type=type, safe=True if safe else None)
         )
-        self.emit(seed.backup_list(backups), text.backup_list(backups))
+        filters = " ".join(
+            part for part in (f"--type {type}" if type else "", "--safe" if safe else "") if part
+        )
+        self.emit(seed.backup_list(backups), text.backup_list(backups, filters=filters))

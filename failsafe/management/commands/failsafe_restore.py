@@ -63,7 +63,7 @@ class Command(FailsafeCommand):
                 preview = services.restore(
                     actor=actor, backup_id=backup_id, dry_run=True, progress=progress
                 )
-            self.stdout.write(text.restore(preview))
+            self.stdout.write(text.restore_plan(preview))
             if input("Restore this backup? Type 'yes' to go on: ").strip().lower() != "yes":
                 raise CommandError("Restore cancelled; nothing was changed")
         if without_pre_restore_backup and not confirm:
