@@ -38,6 +38,9 @@ from .models import AuditEvent, Backup
 from .render.text import one_line
 from .web import request_actor
 
+# As the API's: a reason is a label, not a document.
+REASON_MAX_LENGTH = 1000
+
 
 def admin_actor(request) -> services.Actor:
     return request_actor(request, AuditEvent.Source.ADMIN)
@@ -255,6 +258,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
 
         return [
             path("failsafe/", wrap(self.failsafe_view), name="failsafe"),
+            path("backup-now/", wrap(self.backup_now_view), name="failsafe_backup_now"),
             path(
                 "<path:object_id>/compare/",
                 wrap(self.compare_view),
@@ -287,6 +291,22 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
             return services.get_backup(unquote(object_id))
         except (InvalidBackupId, BackupNotFound) as exc:
             raise Http404(one_line(exc)) from None
+
+    def backup_now_view(self, request):
+        """Take a MANUAL backup (POST), then show the list with it at the top."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        reason = (request.POST.get("reason") or "").strip()[:REASON_MAX_LENGTH]
+        try:
+            backup = services.create_backup(
+                actor=admin_actor(request), reason=reason or "Taken from the admin"
+            )
+        except REFUSALS as exc:
+            self.message_user(request, one_line(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"Backup created: {backup}.", messages.SUCCESS)
+        changelist = reverse("admin:failsafe_backup_changelist", current_app=self.admin_site.name)
+        return HttpResponseRedirect(changelist)
 
     def compare_view(self, request, object_id):
         backup = self._backup(object_id)

@@ -225,3 +225,21 @@ def test_restore_of_an_unknown_or_malformed_backup_is_404(root_client, superadmi
         assert root_client.get(url).status_code == 404
         compare_url = reverse("admin:failsafe_backup_compare", args=[bad])
         assert root_client.get(compare_url).status_code == 404
+
+
+def test_back_up_now_from_the_backups_list(root_client, actor, population):
+    page = root_client.get(CHANGELIST).content.decode()
+    assert 'id="backup-now-form"' in page
+    response = root_client.post(
+        reverse("admin:failsafe_backup_now"), {"reason": "before the upgrade"}, follow=True
+    )
+    backup = Backup.objects.get()
+    assert (backup.type, backup.reason, backup.status) == (
+        "MANUAL",
+        "before the upgrade",
+        "COMPLETE",
+    )
+    assert "Backup created" in response.content.decode()
+    event = AuditEvent.objects.filter(action="failsafe.backup").get()
+    assert (event.source, event.outcome) == ("admin", "SUCCESS")
+    assert root_client.get(reverse("admin:failsafe_backup_now")).status_code == 405
