@@ -8,6 +8,7 @@ admin.site.site_title = "RaOS Failsafe"
 admin.site.index_title = "Administration"
 
 handler400 = "raos.errors.bad_request"
+handler403 = "raos.errors.permission_denied"
 handler500 = "raos.errors.server_error"
 
 urlpatterns = [

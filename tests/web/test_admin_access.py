@@ -32,7 +32,12 @@ def test_admin_staff_gets_403_everywhere_even_with_django_permissions(client, ba
     staff.user_permissions.set(Permission.objects.filter(content_type__app_label="failsafe"))
     client.force_login(staff)
     for page in _failsafe_pages(backup):
-        assert client.get(page).status_code == 403, page
+        refused = client.get(page)
+        assert refused.status_code == 403, page
+        # A page that says why and what to do, not a bare "403 Forbidden".
+        content = refused.content.decode()
+        assert "Not allowed" in content and "for SuperAdmins only" in content, page
+        assert staff.username in content
     restore = reverse("admin:failsafe_backup_restore", args=[backup.pk])
     assert client.post(restore, {"failsafe_password": "x"}).status_code == 403
     assert client.post(reverse("admin:failsafe"), {"trigger": "1", "passkey": "x"}).status_code == (
