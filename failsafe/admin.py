@@ -226,7 +226,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                     accept_issues=form.cleaned_data["accept_issues"],
                 )
             except REFUSALS as exc:
-                self.message_user(request, one_line(exc), messages.ERROR)
+                self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
                 if isinstance(exc, PermissionDenied | LicensingError):
                     break  # a wrong password is not tried again on the next backup
             else:
@@ -302,7 +302,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                 actor=admin_actor(request), reason=reason or "Taken from the admin"
             )
         except REFUSALS as exc:
-            self.message_user(request, one_line(exc), messages.ERROR)
+            self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
         else:
             self.message_user(request, f"Backup created: {backup}.", messages.SUCCESS)
         changelist = reverse("admin:failsafe_backup_changelist", current_app=self.admin_site.name)
@@ -319,7 +319,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                     actor=admin_actor(request), backup_id=backup.pk, against=against
                 )
             except REFUSALS as exc:
-                self.message_user(request, one_line(exc), messages.ERROR)
+                self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
             else:
                 comparison = result
         context = self._context(
@@ -344,7 +344,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                     confirmation=form.cleaned_data["confirmation"],
                 )
             except REFUSALS as exc:
-                self.message_user(request, one_line(exc), messages.ERROR)
+                self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
                 form = RestoreForm()
             else:
                 context = self._context(request, "Backup restored", backup=backup, result=result)
@@ -352,7 +352,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
         try:
             preview = services.restore(actor=actor, backup_id=backup.pk, dry_run=True)
         except REFUSALS as exc:
-            self.message_user(request, one_line(exc), messages.ERROR)
+            self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:failsafe_backup_change", args=[backup.pk]))
         if not preview.plan.cascades:
             del form.fields["allow_cascade"]
@@ -380,7 +380,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                         current_password=password_form.cleaned_data.get("current_password"),
                     )
                 except REFUSALS as exc:
-                    self.message_user(request, one_line(exc), messages.ERROR)
+                    self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
                 else:
                     self.message_user(request, f"{result.message}.", messages.SUCCESS)
                     return HttpResponseRedirect(self._url("failsafe"))
@@ -395,7 +395,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                         reason=trigger_form.cleaned_data["reason"],
                     )
                 except REFUSALS as exc:
-                    self.message_user(request, one_line(exc), messages.ERROR)
+                    self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
                 else:
                     investigation = triggered
                     trigger_form = TriggerForm()
@@ -472,7 +472,7 @@ class AuditEventAdmin(SuperAdminReadOnlyAdmin):
             # The result is the newest verification event, which the list shows.
             services.verify_audit_chain(actor=admin_actor(request))
         except REFUSALS as exc:
-            self.message_user(request, one_line(exc), messages.ERROR)
+            self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
         changelist = reverse(
             "admin:failsafe_auditevent_changelist", current_app=self.admin_site.name
         )

@@ -8,7 +8,14 @@ from licensing.exceptions import LicensingError
 
 
 class FailsafeError(Exception):
-    """Base of every failsafe refusal."""
+    """Base of every failsafe refusal.
+
+    Its message is written for the command line. `remedies` maps each command-line option
+    the message names to what the other doors call it ("api", "admin"), so every door's
+    one line names its own way to go on (`one_line(exc, door=...)`).
+    """
+
+    remedies: dict[str, dict[str, str]] = {}
 
 
 class NotSuperAdmin(FailsafeError, PermissionDenied):
@@ -42,9 +49,23 @@ class SchemaMismatch(FailsafeError):
 class UnacceptedIssues(FailsafeError):
     """Marking safe a backup whose comparison with the safe baseline has issues, unaccepted."""
 
+    remedies = {
+        "--accept-issues": {
+            "api": '"accept_issues": true',
+            "admin": 'the box "Mark it safe even if its comparison … has issues"',
+        }
+    }
+
 
 class CascadeRefused(FailsafeError):
     """Restoring would delete data outside the captured models."""
+
+    remedies = {
+        "--allow-cascade": {
+            "api": '"allow_cascade": true',
+            "admin": 'the box "Also delete the records listed above outside the backup"',
+        }
+    }
 
 
 class LockedOut(FailsafeError, PermissionDenied):
@@ -85,9 +106,14 @@ class StorageUnreachable(FailsafeError):
 REFUSALS = (FailsafeError, LicensingError, PermissionDenied)
 
 
-def one_line(exc: BaseException) -> str:
-    """A refusal as the one line every door shows: the exception's words, whitespace folded."""
-    return " ".join(str(exc).split()) or exc.__class__.__name__
+def one_line(exc: BaseException, *, door: str = "cli") -> str:
+    """A refusal as the one line every door shows: the exception's words, whitespace folded,
+    with the command-line options it names in the words of `door` ("cli", "api", "admin")."""
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    for option, by_door in getattr(exc, "remedies", {}).items():
+        if door in by_door:
+            text = text.replace(option, by_door[door])
+    return text
 
 
 def as_refusal(exc: Exception, doing: str) -> Exception:

@@ -62,7 +62,7 @@ def status_for(exc: Exception) -> int | None:
 def exception_handler(exc, context):
     code = status_for(exc)
     if code is not None:
-        return Response({"detail": one_line(exc)}, status=code)
+        return Response({"detail": one_line(exc, door="api")}, status=code)
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response(

@@ -140,12 +140,20 @@ def _pre_restore_backup(actor: Actor, backup: Backup) -> Backup:
         )
     except Exception as exc:
         refusal = as_refusal(exc, doing="The pre-restore backup")
-        failure = StorageFull if isinstance(refusal, StorageFull) else ServerFailure
-        raise failure(
+        failure_class = StorageFull if isinstance(refusal, StorageFull) else ServerFailure
+        failure = failure_class(
             f"{one_line(refusal)}. Nothing was restored. Free space and retry, or restore "
             "without a pre-restore backup (--without-pre-restore-backup, confirmed with the "
             "backup id)"
-        ) from exc
+        )
+        failure.remedies = {
+            "--without-pre-restore-backup, confirmed with the backup id": {
+                "api": '"without_pre_restore_backup": true, with "confirm": the backup id',
+                "admin": 'the box "Restore without a backup of the current state", with the '
+                "backup id typed below it",
+            }
+        }
+        raise failure from exc
 
 
 def _plan_counts(plan: restore_engine.RestorePlan) -> dict:

@@ -60,3 +60,42 @@ def test_the_commands_say_how_many_tokens_the_restore_revoked(actor, armed, popu
     result = services.restore(actor=actor, backup_id=safe.id, password=FAILSAFE_PASSWORD)
     assert result.tokens_revoked == 1
     assert AuthToken.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_refusals_name_the_api_fields_not_the_command_line_flags(api, actor, armed, population):
+    from django.contrib.admin.models import ADDITION, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    from tests.factories import UserFactory
+
+    safe = services.create_backup(actor=actor)
+    services.mark_safe(actor=actor, backup_id=safe.id, password=FAILSAFE_PASSWORD)
+    mallory = UserFactory(username="mallory")
+    LogEntry.objects.create(
+        user=mallory,
+        content_type=ContentType.objects.get_for_model(User),
+        object_id=str(mallory.pk),
+        object_repr="mallory",
+        action_flag=ADDITION,
+    )
+    User.objects.filter(username__in=["dave", "erin"]).delete()  # 6 users, then 5
+    damaged = services.create_backup(actor=actor)
+
+    cascade = api.post(
+        reverse("api:backup-restore", kwargs={"backup_id": safe.id}),
+        {"failsafe_password": FAILSAFE_PASSWORD},
+        format="json",
+    )
+    assert cascade.status_code == 409, cascade.json()
+    assert '"allow_cascade": true' in cascade.json()["detail"]
+    assert "--allow-cascade" not in cascade.json()["detail"]
+
+    issues = api.post(
+        reverse("api:backup-mark-safe", kwargs={"backup_id": damaged.id}),
+        {"failsafe_password": FAILSAFE_PASSWORD},
+        format="json",
+    )
+    assert issues.status_code == 409
+    assert '"accept_issues": true' in issues.json()["detail"]
+    assert "--accept-issues" not in issues.json()["detail"]

@@ -204,7 +204,8 @@ def test_on_a_full_disk_the_admin_restores_only_when_told_to_go_without_a_backup
     refused = root_client.post(restore_url, {"failsafe_password": FAILSAFE_PASSWORD})
     content = refused.content.decode()
     assert "The pre-restore backup failed: no space left" in content
-    assert "--without-pre-restore-backup" in content
+    assert "Restore without a backup of the current state" in content
+    assert "--without" not in content
     assert not User.objects.filter(username="dave").exists()
 
     done = root_client.post(
