@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import archives, audit, oplock
 from .. import restore as restore_engine
 from ..exceptions import (
+    CascadeRefused,
     ConfirmationRequired,
     ServerFailure,
     StorageFull,
@@ -74,12 +75,19 @@ def restore(
             details["pre_restore_backup_id"] = str(pre_restore.id) if pre_restore else None
             # Writes, verification against the archive and the session flush happen in one
             # transaction inside the engine: any failure rolls all of it back.
-            plan = restore_engine.apply_restore(
-                sections_factory=lambda: archives.open_sections(backup),
-                allow_cascade=allow_cascade,
-                total_rows=total_rows,
-                keep_evidence=_evidence_keeper(actor),
-            )
+            try:
+                plan = restore_engine.apply_restore(
+                    sections_factory=lambda: archives.open_sections(backup),
+                    allow_cascade=allow_cascade,
+                    total_rows=total_rows,
+                    keep_evidence=_evidence_keeper(actor),
+                )
+            except CascadeRefused:
+                # Refused, not failed: the database is as it was, so is the store.
+                if pre_restore is not None:
+                    _forget(pre_restore)
+                    details["pre_restore_backup_id"] = None
+                raise
         details.update(
             changes=_plan_counts(plan),
             sessions_flushed=plan.sessions_flushed,
@@ -121,6 +129,12 @@ def _evidence_keeper(actor: Actor):
             )
 
     return keep
+
+
+def _forget(pre_restore: Backup) -> None:
+    """Remove a pre-restore backup whose restore was refused (its chunks go with gc)."""
+    archives.delete(pre_restore)
+    pre_restore.delete()
 
 
 def _require_confirmation(backup: Backup, confirmation: str) -> None:

@@ -7,7 +7,7 @@ from django.contrib.contenttypes.models import ContentType
 
 from failsafe import services
 from failsafe.exceptions import CascadeRefused
-from failsafe.models import AuditEvent
+from failsafe.models import AuditEvent, Backup
 from tests.factories import FAILSAFE_PASSWORD, UserFactory
 
 User = get_user_model()
@@ -33,6 +33,8 @@ def test_the_admin_log_a_restore_cascades_away_is_kept_in_the_audit_trail(
     with pytest.raises(CascadeRefused):
         services.restore(actor=actor, backup_id=safe.id, password=FAILSAFE_PASSWORD)
     assert not AuditEvent.objects.filter(action="failsafe.restore.evidence").exists()
+    # A refused restore leaves nothing behind, not even its pre-restore backup.
+    assert not Backup.objects.filter(type=Backup.Type.PRE_RESTORE).exists()
 
     services.restore(
         actor=actor, backup_id=safe.id, password=FAILSAFE_PASSWORD, allow_cascade=True
