@@ -165,11 +165,21 @@ def trigger(result) -> str:
 
 
 def _plan_lines(plan) -> list[str]:
-    lines = [
-        f"  {model.label}: {model.insert} to insert, {model.update} to update, "
-        f"{model.delete} to delete"
-        for model in plan.models
-    ]
+    lines = []
+    for model in plan.models:
+        lines.append(
+            f"  {model.label}: {model.insert} to insert, {model.update} to update, "
+            f"{model.delete} to delete"
+        )
+        # The records by name, as many as the plan names (DETAIL_LIMIT per kind).
+        for verb, names, count in (
+            ("insert", model.sample_insert, model.insert),
+            ("update", model.sample_update, model.update),
+            ("delete", model.sample_delete, model.delete),
+        ):
+            if names:
+                more = f" and {count - len(names)} more" if count > len(names) else ""
+                lines.append(f"    {verb}: {', '.join(names)}{more}")
     lines += _bullets(
         "Would also delete outside the backup:",
         [f"{hit.count} {hit.model}" for hit in plan.cascades],

@@ -275,3 +275,12 @@ def test_the_interactive_restore_shows_a_plan_before_asking(
     assert "accounts.user: 1 to insert" in printed
     assert "Dry run" not in printed
     assert asked == ["Restore this backup? Type 'yes' to go on: "]
+
+
+@pytest.mark.django_db
+def test_a_dry_run_names_the_records_it_would_change(superadmin, armed, population):
+    backup_id = json.loads(run("failsafe_backup", "--json"))["BackupId"]
+    population[0][0].delete()  # alice
+    printed = run("failsafe_restore", backup_id, "--dry-run")
+    assert "accounts.user: 1 to insert, 0 to update, 0 to delete" in printed
+    assert "    insert: alice" in printed
