@@ -25,7 +25,15 @@ from .forms import FailsafePasswordForm
 from .models import AuditEvent
 from .render import seed
 from .render.text import one_line
-from .terminal import COMMANDS, MASK, MAX_COMMAND_LENGTH, run_command, split_inline_secret
+from .terminal import (
+    COMMANDS,
+    MASK,
+    MAX_COMMAND_LENGTH,
+    RESTORE,
+    parse_line,
+    run_command,
+    split_inline_secret,
+)
 from .web import request_actor
 
 HISTORY_KEY = "failsafe_terminal_history_v2"
@@ -43,13 +51,54 @@ def terminal_actor(request) -> services.Actor:
     return request_actor(request, AuditEvent.Source.TERMINAL)
 
 
+# An answer of more lines than this opens folded, under its summary.
+FOLDED_AFTER_LINES = 15
+
+
+def summary(payload: dict) -> list[str]:
+    """What a person reads first of an answer, above its JSON: the message, the ids, and for
+    an investigation its issues and first recommendation."""
+    if not payload.get("Success", True):
+        return [payload.get("Error") or payload.get("Message") or "Refused"]
+    lines = [payload["Message"]] if payload.get("Message") else []
+    if "SystemStatus" in payload:
+        lines.append(f"System status: {payload['SystemStatus']}")
+        lines += payload.get("Problems") or []
+    if "Backups" in payload:
+        total = payload.get("TotalBackups", len(payload["Backups"]))
+        lines.append(f"{total} backup{'' if total == 1 else 's'}")
+    if payload.get("BackupId"):
+        lines.append(f"Backup {payload['BackupId']}")
+    investigation = payload.get("Investigation") or {}
+    comparison = investigation.get("Comparison") or payload.get("Comparison") or {}
+    issues = comparison.get("Issues")
+    if issues is not None:
+        lines.append(
+            f"{len(issues)} issue{'' if len(issues) == 1 else 's'}"
+            + (": " + "; ".join(issues[:3]) + (" …" if len(issues) > 3 else "") if issues else "")
+        )
+    if investigation.get("Recommendations"):
+        lines.append(investigation["Recommendations"][0])
+    if payload.get("PreRestoreBackupId"):
+        lines.append(f"Pre-restore backup {payload['PreRestoreBackupId']}")
+    return lines
+
+
 def _entry(command: str, reply_ok: bool, payload: dict) -> dict:
     output = json.dumps(payload, indent=2, default=str)
     if len(output) > OUTPUT_LIMIT:
         output = output[:OUTPUT_LIMIT] + f"\n... ({len(output) - OUTPUT_LIMIT} characters more)"
     if len(command) > COMMAND_SHOWN:
         command = command[:COMMAND_SHOWN] + "…"
-    return {"command": command, "ok": reply_ok, "output": output}
+    lines = output.count("\n") + 1
+    return {
+        "command": command,
+        "ok": reply_ok,
+        "output": output,
+        "summary": summary(payload),
+        "lines": lines,
+        "folded": lines > FOLDED_AFTER_LINES,
+    }
 
 
 def _history(request) -> list[dict]:
@@ -141,7 +190,13 @@ def _run(request):
     reply = run_command(line, actor=terminal_actor(request), ask_secret=ask)
     if not reply.ok and any(name not in supplied for name, _ in asked):
         return _ask_for_secrets(
-            request, reply, shown=shown, bare=bare, inline_secret=inline_secret, asked=asked
+            request,
+            reply,
+            shown=shown,
+            bare=bare,
+            inline_secret=inline_secret,
+            asked=asked,
+            plan=_restore_preview(request, line),
         )
 
     entry = _entry(shown, reply.ok, reply.payload)
@@ -152,7 +207,21 @@ def _run(request):
     return _page(request, history=_history(request) + [entry], sessions_ended=True)
 
 
-def _ask_for_secrets(request, reply, *, shown, bare, inline_secret, asked):
+def _restore_preview(request, line: str):
+    """For `failsafe restore <id>`, the plan (a dry run) shown before the password is asked
+    for, as the admin's confirmation page does; None for any other line."""
+    parsed = parse_line(line)
+    if parsed.syntax is not RESTORE or parsed.error is not None:
+        return None
+    try:
+        return services.restore(
+            actor=terminal_actor(request), backup_id=parsed.backup_id, dry_run=True
+        ).plan
+    except REFUSALS:
+        return None  # the restore itself will say why, once asked
+
+
+def _ask_for_secrets(request, reply, *, shown, bare, inline_secret, asked, plan=None):
     """Ask, in password inputs, for every secret the command needs; the form runs it again.
 
     A secret typed inline is asked for again too, so the form carries the line without it.
@@ -168,5 +237,6 @@ def _ask_for_secrets(request, reply, *, shown, bare, inline_secret, asked):
             "shown": shown,
             "fields": [(SECRET_FIELD_PREFIX + name, label) for name, label in fields],
             "error": reply.message if resubmitted else None,
+            "plan": plan,
         },
     )

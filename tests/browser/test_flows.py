@@ -154,3 +154,41 @@ def test_users_deleted_in_the_admin_come_back_through_the_restore_confirmation(p
     page.locator("#toggle-nav-sidebar").click()
     page.set_viewport_size({"width": 1280, "height": 560})
     page.screenshot(path=str(screenshot_path("backups.png")))
+
+
+def test_the_terminal_shows_the_restore_plan_and_cancel_cancels(page):
+    superadmin = SuperAdminFactory(username="root")
+    licensing.issue_passkey()
+    licensing.set_failsafe_password(password=FAILSAFE_PASSWORD, user=superadmin)
+    for name in ("alice", "dave"):
+        UserFactory(username=name)
+    actor = services.Actor(user=superadmin, source=AuditEvent.Source.CLI)
+    safe = services.create_backup(actor=actor, reason="known good")
+    User.objects.filter(username="dave").delete()
+
+    log_in(page, "/accounts/login/?next=/terminal/", "root", DEFAULT_PASSWORD)
+    page.fill("#id_command", f"failsafe restore {safe.pk}")
+    page.press("#id_command", "Enter")
+    plan = page.locator("#restore-plan")
+    expect(plan).to_contain_text("insert: dave")
+    expect(page.locator("input[name=secret_failsafe_password]")).to_be_focused()
+
+    page.locator("#cancel-pending").click()
+    expect(page.locator("#restore-plan")).to_have_count(0)
+    expect(page.locator("#id_command")).to_be_focused()
+    assert not User.objects.filter(username="dave").exists()
+    assert not Backup.objects.filter(type=Backup.Type.PRE_RESTORE).exists()
+
+    # Long answers open folded under their summary; the summary says what matters.
+    page.fill("#id_command", "failsafe backups")
+    page.press("#id_command", "Enter")
+    expect(page.locator("#id_command")).to_be_focused()
+    newest = page.locator(".entry").last
+    expect(newest.locator(".summary")).to_be_visible()
+
+    page.fill("#id_command", f"failsafe restore {safe.pk}")
+    page.press("#id_command", "Enter")
+    page.fill("input[name=secret_failsafe_password]", FAILSAFE_PASSWORD)
+    page.get_by_role("button", name="Restore").click()
+    expect(page.locator(".screen")).to_contain_text("Backup restoration completed")
+    assert User.objects.filter(username="dave").exists()
