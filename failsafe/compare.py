@@ -41,6 +41,7 @@ BASELINE_UNREADABLE = "baseline_unreadable"
 MESSAGE_ISSUES = "Issues detected"
 MESSAGE_CLEAN = "No critical issues detected"
 MESSAGE_NO_SAFE_BACKUP = "No safe backup found for comparison"
+LIVE = "live"  # the Snapshot name of the live database
 
 # A one-line summary names this many records, then says how many more there are.
 NAMED_IN_SUMMARY = 10
@@ -98,6 +99,18 @@ class ComparisonResult:
     findings: set[str] = field(default_factory=set)
     superadmins: list[str] = field(default_factory=list)
     affected_pks: dict[str, list] = field(default_factory=dict)
+    # The two sides, as Snapshot names them: a backup id, or "live". Changes read from the
+    # baseline to the current side.
+    baseline_name: str | None = None
+    current_name: str | None = None
+
+    @property
+    def baseline_label(self) -> str | None:
+        return _side_label(self.baseline_name)
+
+    @property
+    def current_label(self) -> str | None:
+        return _side_label(self.current_name)
 
     @classmethod
     def no_safe_backup(cls) -> ComparisonResult:
@@ -111,7 +124,14 @@ class ComparisonResult:
             message=MESSAGE_ISSUES,
             issues=[f"Last safe backup {backup_id} is unreadable: {reason}"],
             findings={BASELINE_UNREADABLE},
+            baseline_name=backup_id,
         )
+
+
+def _side_label(name: str | None) -> str | None:
+    if name is None:
+        return None
+    return "live now" if name == LIVE else f"backup {name}"
 
 
 # --- small helpers --------------------------------------------------------------------
@@ -466,4 +486,6 @@ def compare(
         findings=result.findings,
         superadmins=result.superadmins,
         affected_pks=result.affected_pks,
+        baseline_name=baseline.name,
+        current_name=current.name,
     )

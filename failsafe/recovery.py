@@ -22,13 +22,16 @@ not hold the keys cannot forge a mark, nor move one to another backup or another
 trusts less, never more. Written inside mark_safe's transaction before its row is saved,
 so a mark the catalog cannot record is refused rather than lost.
 
-This module and archives.py are the engine's only doors to the store: archives.py works on
-the configured store, this one on a storage named by a URL (a replica) and on copying from
-it into the configured store, which only a recovery does.
+Where it meets the store: archives.py works on the configured store and replicas.py copies
+to the replicas; this module reads any storage named by a URL (a replica, or the primary
+store itself) and copies from it into the configured store, which only a recovery does.
+Replication copies a backup's safe marks with it (`safe_mark_names`): they are only ever
+added, like the manifests and chunks, so an Object-Locked replica takes them too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -43,7 +46,7 @@ from django.db import transaction
 
 from . import archives, keys, oplock
 from .archive import STORAGE_ALIAS, ArchiveStore, chunked, files, get_store, single_file
-from .archive.anchors import anchor_log
+from .archive.anchors import ANCHOR_FILE, AnchorObjects
 from .exceptions import ArchiveCorrupt, FailsafeError, one_line
 from .models import Backup
 from .progress import stage
@@ -94,6 +97,12 @@ class SafeMark:
 
 def _mark_name(backup_id: str, number: int) -> str:
     return f"{CATALOG_DIR}/{backup_id}/{number:08d}{SAFE_MARK_SUFFIX}"
+
+
+def safe_mark_names(storage: Storage, backup_id: str) -> list[str]:
+    """The names of the backup's safe-mark objects in `storage`, oldest first: what a
+    replica needs besides the chunks and the manifest."""
+    return [name for _number, name in _mark_names(storage, backup_id)]
 
 
 def _mark_names(storage: Storage, backup_id: str) -> list[tuple[int, str]]:
@@ -261,10 +270,18 @@ class RecoveryReport:
         return max(safe, key=lambda backup: backup.created_at) if safe else None
 
 
+# What a manifest written before it carried the catalog record cannot say.
+_LATER_FIELDS = frozenset(
+    {"reason", "created_by_id", "created_by_username", "audit_head_seq", "audit_head_hash"}
+)
+
+
 @dataclass
 class _Candidate:
     row: Backup
     manifest: chunked.Manifest | None
+    # Fields the archive does not record (not compared with an existing row).
+    unknown: frozenset[str] = frozenset()
 
 
 def _parse_moment(value) -> datetime.datetime:
@@ -358,7 +375,10 @@ def _read_candidate(
             key_id=row.key_id,
             checked_chunks=checked_chunks,
         )
-    return _Candidate(row, manifest)
+    unknown = set() if isinstance(meta.get("catalog"), dict) else set(_LATER_FIELDS)
+    if row.key_id is None:
+        unknown.add("key_id")
+    return _Candidate(row, manifest, frozenset(unknown))
 
 
 def _apply_safe_mark(row: Backup, storage: Storage, report: RecoveryReport) -> None:
@@ -374,15 +394,32 @@ def _apply_safe_mark(row: Backup, storage: Storage, report: RecoveryReport) -> N
         row.marked_safe_by_username = first.marked_safe_by
 
 
-def _differences(existing: Backup, found: Backup) -> list[str]:
-    return [name for name in _RECORD_FIELDS if getattr(existing, name) != getattr(found, name)]
+def _differences(existing: Backup, candidate: _Candidate) -> list[str]:
+    return [
+        name
+        for name in _RECORD_FIELDS
+        if name not in candidate.unknown and getattr(existing, name) != getattr(candidate.row, name)
+    ]
+
+
+_ANCHOR_LINE = re.compile(rb"(\d{1,19}) [0-9a-f]{64}")
 
 
 def _read_anchors(storage: Storage, report: RecoveryReport) -> None:
-    try:
-        seqs = [anchor.seq for anchor in anchor_log(storage).read()]
-    except OSError:
-        return
+    """Counts the audit anchors the source holds, in either form: a copy of a local
+    primary's appended file (whatever kind of storage the replica is), or one object each."""
+    seqs: set[int] = set()
+    # Evidence only: a storage error reading them (any kind of storage raises its own)
+    # leaves the count at what was read, and never fails the recovery.
+    with contextlib.suppress(Exception):
+        seqs.update(anchor.seq for anchor in AnchorObjects(storage).read())
+    with contextlib.suppress(Exception):
+        if storage.exists(ANCHOR_FILE):
+            with storage.open(ANCHOR_FILE, "rb") as appended:
+                for line in appended.read().splitlines():
+                    match = _ANCHOR_LINE.fullmatch(line)
+                    if match:
+                        seqs.add(int(match.group(1)))
     report.anchors = len(seqs)
     report.highest_anchor = max(seqs, default=0)
 
@@ -456,7 +493,7 @@ def recover(*, url: str, dry_run: bool) -> RecoveryReport:
     names = _archive_names(storage)
     if not names:
         raise NothingToRecover(f"{where} holds no failsafe backups: nothing was changed")
-    keys.active_keyset()  # no keyset: the one-line advice to import the key material
+    _require_keyset(where)
     source = ArchiveStore(storage)
     target = get_store()
     same = _same_storage(storage, target.storage)
@@ -471,7 +508,7 @@ def recover(*, url: str, dry_run: bool) -> RecoveryReport:
         held = existing.get(candidate.row.pk)
         if held is None:
             to_add.append(candidate)
-        elif differences := _differences(held, candidate.row):
+        elif differences := _differences(held, candidate):
             report.conflicts.append(Conflict(str(held.pk), differences))
         else:
             report.present.append(held)
@@ -504,6 +541,19 @@ def recover(*, url: str, dry_run: bool) -> RecoveryReport:
     report.added = usable
     _newest_first(report)
     return report
+
+
+def _require_keyset(where: str) -> None:
+    try:
+        keys.active_keyset()
+    except FailsafeError:
+        if not keys.keyset_file_missing():
+            raise  # there is one, and it is unreadable: that message says so
+        # Not the first run's advice (a new keyset opens no backup): the recovery file's.
+        raise FailsafeError(
+            f"No failsafe keyset to open the backups in {where}: import the key material "
+            "first (manage.py failsafe_keys import FILE); nothing was changed"
+        ) from None
 
 
 def _checked_candidates(

@@ -247,6 +247,14 @@ class ComparisonSerializer(serializers.Serializer):
     details = serializers.DictField(
         child=ModelDifferenceSerializer(), help_text="Record-level detail per model label."
     )
+    baseline = serializers.CharField(
+        source="baseline_label",
+        allow_null=True,
+        help_text='The side changes read from: "backup <id>" or "live now".',
+    )
+    current = serializers.CharField(
+        source="current_label", allow_null=True, help_text="The side changes read to."
+    )
 
 
 class HintSerializer(serializers.Serializer):

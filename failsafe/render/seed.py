@@ -280,6 +280,10 @@ def comparison(result) -> dict:
         "Issues": list(result.issues),
         "Changes": list(result.changes),
         "Details": {label: model_difference(d) for label, d in result.details.items()},
+        # Which way the changes read: from this side...
+        "Baseline": result.baseline_label,
+        # ...to this one.
+        "Current": result.current_label,
     }
 
 
@@ -438,10 +442,13 @@ def backup_replica(row) -> dict:
 
 def replication(result) -> dict:
     return {
-        "Success": not result.failed,
+        "Success": result.ok,
         "Message": result.message,
         "Replicas": list(result.replicas),
         "Copies": [backup_replica(row) for row in result.rows],
+        "FailedReplicas": [
+            {"Replica": name, "Error": problem} for name, problem in result.problems
+        ],
     }
 
 

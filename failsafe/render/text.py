@@ -147,7 +147,9 @@ def marked_safe(backup) -> str:
 
 def comparison(result) -> str:
     lines = [result.message]
-    if result.safe_backup_id:
+    if result.baseline_label and result.current_label:
+        lines.append(f"From {result.baseline_label} to {result.current_label}")
+    elif result.safe_backup_id:
         lines.append(f"Baseline: {result.safe_backup_id}")
     lines += _bullets("Issues:", result.issues)
     lines += _bullets("Changes:", result.changes)
@@ -372,6 +374,12 @@ def replication(result) -> str:
             )
         else:
             lines.append(f"{row.replica}: {row.backup_id} {row.status}: {row.error}")
+    failed_rows = {row.replica for row in result.rows if row.status == "FAILED"}
+    lines += [
+        f"Replica {name} failed: {problem}"
+        for name, problem in result.problems
+        if name not in failed_rows  # its rows said why already
+    ]
     return "\n".join(lines)
 
 

@@ -71,12 +71,15 @@ def compare(
         else:
             baseline = usable_backup(against)
         if against == "live":
+            # What changed from the backup to now: the backup is the side changes start from.
             with (
                 stage("Compare", _rows_archived(current)),
-                capture.live_snapshot() as old,
-                archives.open_snapshot(current) as new,
+                archives.open_snapshot(current) as old,
+                capture.live_snapshot() as new,
             ):
-                result = compare_snapshots(baseline=old, current=new, baseline_backup_id=None)
+                result = compare_snapshots(
+                    baseline=old, current=new, baseline_backup_id=str(current.id)
+                )
         else:
             result = compare_with_baseline(baseline=baseline, current=current)
         details.update(issues=len(result.issues), changes=len(result.changes))

@@ -351,6 +351,8 @@ def test_degenerate_results_carry_the_seed_messages():
         "Issues": [],
         "Changes": [],
         "Details": {},
+        "Baseline": None,
+        "Current": None,
     }
     unreadable = ComparisonResult.unreadable_baseline(BASELINE_ID, "Archive checksum mismatch")
     assert seed.comparison(unreadable)["Message"] == "Issues detected"
@@ -375,7 +377,10 @@ def test_api_json_has_the_same_content_in_snake_case(superadmin, population):
         "issues",
         "changes",
         "details",
+        "baseline",
+        "current",
     }
+    assert (api["baseline"], api["current"]) == (f"backup {BASELINE_ID}", "live now")
     assert api["issues"] == result.issues
     users = api["details"][capture.model_label(User)]
     assert users["removed"] == {"count": 1, "records": ["erin"]}

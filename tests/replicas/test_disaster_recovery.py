@@ -44,7 +44,9 @@ def _backup_rows() -> dict:
         "is_safe", "marked_safe_at", "marked_safe_by_username", "state", "archive_name",
         "archive_sha256", "format_version", "key_id", "audit_head_seq", "audit_head_hash",
     ]  # fmt: skip
-    return {str(row.pk): {name: getattr(row, name) for name in fields} for row in Backup.objects.all()}
+    return {
+        str(row.pk): {name: getattr(row, name) for name in fields} for row in Backup.objects.all()
+    }
 
 
 def _files(directory) -> dict[str, bytes]:
@@ -202,6 +204,44 @@ def test_an_existing_row_with_other_data_is_reported_never_overwritten(history, 
     assert Backup.objects.get(pk=history[1].id).is_safe is False
 
 
+def test_the_primary_store_itself_and_archives_older_than_the_catalog_record(actor, armed):
+    """A format-1 archive whose meta predates the catalog record, read from the configured
+    store itself: the row comes back with what it held, and nothing is copied."""
+    from failsafe import capture
+    from failsafe.archive import get_store
+    from failsafe.snapshot import iso
+
+    old = Backup.objects.create(type=Backup.Type.MANUAL, reason="from before", status="COMPLETE")
+    with capture.consistent_read():
+        state = capture.system_state()
+        info = get_store().write(
+            backup_id=str(old.id),
+            meta={"backup_id": str(old.id), "type": old.type,
+                  "created_at": iso(old.created_at), "state": state},
+            sections=capture.live_sections(),
+            format_version=1,
+        )  # fmt: skip
+    Backup.objects.filter(pk=old.pk).update(
+        state=state, archive_name=info.name, archive_sha256=info.sha256,
+        format_version=1, archive_size=info.size,
+    )  # fmt: skip
+    primary = f"file://{settings.FAILSAFE_BACKUP_DIR}"
+
+    present = _recover("--from", primary)
+    assert present["AlreadyPresent"] == [str(old.id)] and present["Conflicts"] == []
+
+    Backup.objects.all().delete()
+    printed = _recover("--from", primary)
+
+    assert printed["CopiedInto"] is None and printed["FilesCopied"] == 0
+    back = Backup.objects.get()
+    assert (back.pk, back.type, back.created_at, back.state, back.format_version) == (
+        old.pk, old.type, old.created_at, state, 1,
+    )  # fmt: skip
+    assert back.reason == "" and back.is_safe is False
+    assert json.loads(run("failsafe_verify", str(old.id), "--json"))["Valid"] is True
+
+
 def test_recovering_needs_the_failsafe_password_once_one_is_set(history, replica):
     _lose_the_catalog_and_the_primary()
     with pytest.raises(CommandError, match="[Ff]ailsafe password"):
@@ -212,9 +252,12 @@ def test_recovering_needs_the_failsafe_password_once_one_is_set(history, replica
 def test_without_the_keys_nothing_is_recovered(history, replica, settings):
     _lose_the_catalog_and_the_primary()
     os.unlink(settings.FAILSAFE_KEYSET_FILE)
-    with pytest.raises(CommandError, match="failsafe_keys import") as refused:
+    with pytest.raises(CommandError) as refused:
         _recover("--from", replica)
-    assert "\n" not in str(refused.value)
+    assert str(refused.value) == (
+        f"No failsafe keyset to open the backups in {replica}: import the key material first "
+        "(manage.py failsafe_keys import FILE); nothing was changed"
+    )
     assert not Backup.objects.exists()
 
 
@@ -286,6 +329,13 @@ def _upload(s3, bucket: str, prefix: str, directory: Path) -> int:
     return count
 
 
+CATALOG_DUMP = (
+    "import json; from failsafe.models import Backup; print(json.dumps([[str(b.id), b.type, "
+    "b.reason, b.created_at.isoformat(), b.created_by_username, b.status, b.is_safe, "
+    "b.marked_safe_at and b.marked_safe_at.isoformat(), b.marked_safe_by_username, b.state, "
+    "b.archive_name, b.archive_sha256, b.key_id, b.audit_head_seq, b.audit_head_hash] "
+    "for b in Backup.objects.order_by('created_at')]))"
+)
 LOGIN_CHECK = (
     "from django.test import Client; "
     "client = Client(); "
@@ -342,6 +392,7 @@ def test_the_disaster_recovery_runbook_from_nothing_but_the_recovery_file_and_a_
             "--passphrase-stdin", stdin=f"{FAILSAFE_PASSWORD}\n{PASSPHRASE}\n",
         )  # fmt: skip
         assert _upload(s3, bucket, "failsafe", old.backup_dir) > 3
+        catalog_before = old.shell(CATALOG_DUMP)
         # --- the disaster: the host, its database, its store and its keyset are gone ---
         old.drop()
         shutil.rmtree(old.backup_dir)
@@ -374,6 +425,10 @@ def test_the_disaster_recovery_runbook_from_nothing_but_the_recovery_file_and_a_
         assert f"Recovered 2 intact backup(s) in {replica_url}: 2 added" in recovered
         assert f"Last safe backup: {safe_id}" in recovered
         assert "raos_bootstrap --superadmin recovery" in recovered
+        assert "Audit anchors in the source:" in recovered
+        # The recovered catalog is the old one, row for row: type, reason, creator, state,
+        # archive, key id, audit chain head and the safe mark.
+        assert new.shell(CATALOG_DUMP) == catalog_before
 
         # No SuperAdmin exists in the new database: a temporary one runs the restore.
         new.manage(
@@ -399,10 +454,10 @@ def test_the_disaster_recovery_runbook_from_nothing_but_the_recovery_file_and_a_
         assert counts.strip() == "['alice', 'root'] ['support'] ['alice-prod'] ['support']"
         assert new.shell(LOGIN_CHECK % OLD_PASSWORD).split() == ["302", "True"]
         assert new.shell(LOGIN_CHECK % "a wrong password").split()[1] == "False"
-        # The recovered catalog is the old one: the safe mark and the audit head came back.
+        # The restore's own backup joined the recovered ones; the safe one is still safe.
         listed = json.loads(new.manage("failsafe_backups", "--json").stdout)
-        safe = [b for b in listed["Backups"] if b["IsSafe"]]
-        assert [b["Id"] for b in safe] == [safe_id]
+        assert len(listed["Backups"]) == 3
+        assert [b["Id"] for b in listed["Backups"] if b["IsSafe"]] == [safe_id]
     finally:
         old.drop()
         new.drop()
@@ -413,3 +468,17 @@ def test_recovering_on_a_new_installation_runs_as_the_system_only_from_the_shell
     get_user_model().objects.create_user("boss", role="SUPERADMIN", password="x" * 12)
     with pytest.raises(NotSuperAdmin, match="A SuperAdmin exists"):
         services.recover(actor=services.keys.SYSTEM, source="file:///nowhere", dry_run=True)
+
+
+def test_marking_safe_is_refused_when_the_store_cannot_keep_the_mark(actor, armed):
+    backup = services.create_backup(actor=actor, reason="to be trusted")
+    # Where the marks go is taken by a file: the storage cannot create catalog/<id>/.
+    (Path(settings.FAILSAFE_BACKUP_DIR) / "catalog").write_bytes(b"not a directory")
+
+    with pytest.raises(CommandError) as refused:
+        run("failsafe_marksafe", str(backup.id), "--password-stdin", stdin=FAILSAFE_PASSWORD)
+
+    assert str(refused.value).startswith("Marking the backup safe failed")
+    assert "\n" not in str(refused.value)
+    backup.refresh_from_db()
+    assert backup.is_safe is False

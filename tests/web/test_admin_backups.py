@@ -120,10 +120,13 @@ def test_compare_with_another_backup_or_the_live_database(root_client, safe_back
     assert "The live database" in page and "Issues detected" not in page
 
     _lose_dave_and_erin()
-    # The live database as the baseline: the backup holds two users more than it.
+    # Against the live database: what changed from the backup to now, both sides named.
     against_live = root_client.get(compare_url, {"against": "live"}).content.decode()
-    assert "User count increased: 4 -&gt; 6" in against_live
-    assert "Added (2)</th><td>dave, erin</td>" in against_live
+    assert "User count decreased: 6 -&gt; 4" in against_live
+    assert "Removed (2)</th><td>dave, erin</td>" in against_live
+    assert f"From <strong>backup {safe_backup.pk}</strong> to <strong>live now</strong>" in (
+        against_live
+    )
 
     later = services.create_backup(actor=actor)
     page = root_client.get(
