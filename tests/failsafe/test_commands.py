@@ -284,3 +284,19 @@ def test_a_dry_run_names_the_records_it_would_change(superadmin, armed, populati
     printed = run("failsafe_restore", backup_id, "--dry-run")
     assert "accounts.user: 1 to insert, 0 to update, 0 to delete" in printed
     assert "    insert: alice" in printed
+
+
+@pytest.mark.django_db
+def test_comparing_a_backup_with_live_reads_from_the_backup_to_now(superadmin, population):
+    from accounts.models import Role
+
+    backup_id = json.loads(run("failsafe_backup", "--json"))["BackupId"]
+    bob = population[0][1]
+    bob.role = Role.SUPERADMIN
+    bob.save()
+    compared = json.loads(run("failsafe_compare", backup_id, "--against", "live", "--json"))
+    assert "User promoted to SuperAdmin: bob" in compared["Issues"]
+    assert not any("demoted" in issue for issue in compared["Issues"])
+    assert (compared["Baseline"], compared["Current"]) == (f"backup {backup_id}", "live now")
+    text = run("failsafe_compare", backup_id, "--against", "live")
+    assert f"From backup {backup_id} to live now" in text
