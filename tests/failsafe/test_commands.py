@@ -294,9 +294,11 @@ def test_comparing_a_backup_with_live_reads_from_the_backup_to_now(superadmin, p
     bob = population[0][1]
     bob.role = Role.SUPERADMIN
     bob.save()
-    compared = json.loads(run("failsafe_compare", backup_id, "--against", "live", "--json"))
+    compared = json.loads(
+        run("failsafe_compare", backup_id, "--against", "live", "--json", "--user", "root")
+    )
     assert "User promoted to SuperAdmin: bob" in compared["Issues"]
     assert not any("demoted" in issue for issue in compared["Issues"])
     assert (compared["Baseline"], compared["Current"]) == (f"backup {backup_id}", "live now")
-    text = run("failsafe_compare", backup_id, "--against", "live")
+    text = run("failsafe_compare", backup_id, "--against", "live", "--user", "root")
     assert f"From backup {backup_id} to live now" in text
