@@ -32,7 +32,7 @@ from accounts.permissions import is_superadmin
 from licensing.exceptions import LicensingError
 
 from . import services
-from .exceptions import REFUSALS, BackupNotFound, InvalidBackupId
+from .exceptions import REFUSALS, BackupNotFound, InvalidBackupId, UnacceptedIssues
 from .forms import CompareForm, FailsafePasswordForm, MarkSafeForm, RestoreForm, TriggerForm
 from .models import AuditEvent, Backup
 from .render.text import one_line
@@ -217,6 +217,7 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
             return TemplateResponse(request, template, context)
         actor = admin_actor(request)
         marked = 0
+        with_issues = []
         for backup in queryset.order_by("created_at"):
             try:
                 services.mark_safe(
@@ -225,6 +226,8 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
                     password=form.cleaned_data["failsafe_password"],
                     accept_issues=form.cleaned_data["accept_issues"],
                 )
+            except UnacceptedIssues as exc:
+                with_issues.append((backup, exc.issues))
             except REFUSALS as exc:
                 self.message_user(request, one_line(exc, door="admin"), messages.ERROR)
                 if isinstance(exc, PermissionDenied | LicensingError):
@@ -234,6 +237,18 @@ class BackupAdmin(SuperAdminReadOnlyAdmin):
         if marked:
             noun = "backup" if marked == 1 else "backups"
             self.message_user(request, f"{marked} {noun} marked as safe.", messages.SUCCESS)
+        if with_issues:
+            # Ask again, for these only, with their issues in front of the operator.
+            context = self._context(
+                request,
+                "Accept these issues?",
+                backups=[backup for backup, _ in with_issues],
+                with_issues=with_issues,
+                form=MarkSafeForm(),
+                action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
+            )
+            template = "admin/failsafe/backup/mark_safe_confirm.html"
+            return TemplateResponse(request, template, context)
         return None
 
     @admin.action(description="Compare with…")

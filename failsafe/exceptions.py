@@ -49,6 +49,10 @@ class SchemaMismatch(FailsafeError):
 class UnacceptedIssues(FailsafeError):
     """Marking safe a backup whose comparison with the safe baseline has issues, unaccepted."""
 
+    def __init__(self, message: str, *, issues: list[str] | None = None):
+        super().__init__(message)
+        self.issues = list(issues or [])
+
     remedies = {
         "--accept-issues": {
             "api": '"accept_issues": true',

@@ -109,7 +109,8 @@ def mark_safe(
                     f"Backup {backup.id} has issues against the last safe backup "
                     f"{baseline.id}: {'; '.join(issues[:5])}"
                     + (f"; and {len(issues) - 5} more" if len(issues) > 5 else "")
-                    + ". Review them, then mark it safe with --accept-issues"
+                    + ". Review them, then mark it safe with --accept-issues",
+                    issues=issues,
                 )
             details["accepted_issues"] = issues[:20]
         with transaction.atomic():

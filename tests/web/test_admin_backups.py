@@ -247,3 +247,27 @@ def test_back_up_now_from_the_backups_list(root_client, actor, population):
     event = AuditEvent.objects.filter(action="failsafe.backup").get()
     assert (event.source, event.outcome) == ("admin", "SUCCESS")
     assert root_client.get(reverse("admin:failsafe_backup_now")).status_code == 405
+
+
+def test_marking_safe_a_backup_with_issues_lists_them_and_asks_to_accept(
+    root_client, safe_backup, actor
+):
+    _lose_dave_and_erin()
+    damaged = services.create_backup(actor=actor, reason="after the incident")
+    selected = {
+        "action": "mark_safe_action",
+        "_selected_action": [str(damaged.pk)],
+        "apply": "1",
+        "failsafe_password": FAILSAFE_PASSWORD,
+    }
+    page = root_client.post(CHANGELIST, selected).content.decode()
+    assert 'id="mark-safe-issues"' in page
+    assert "<li>User count decreased: 6 -&gt; 4</li>" in page
+    assert FAILSAFE_PASSWORD not in page
+    damaged.refresh_from_db()
+    assert not damaged.is_safe
+
+    accepted = root_client.post(CHANGELIST, {**selected, "accept_issues": "on"}, follow=True)
+    assert "1 backup marked as safe." in accepted.content.decode()
+    damaged.refresh_from_db()
+    assert damaged.is_safe
