@@ -7,6 +7,7 @@ big the tables are: we keep counters, and name at most DETAIL_LIMIT records per 
 from __future__ import annotations
 
 import collections
+import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -41,6 +42,8 @@ BASELINE_UNREADABLE = "baseline_unreadable"
 MESSAGE_ISSUES = "Issues detected"
 MESSAGE_CLEAN = "No critical issues detected"
 MESSAGE_NO_SAFE_BACKUP = "No safe backup found for comparison"
+# The original module's one issue when there is nothing to compare against.
+ISSUE_NO_BASELINE = "This is the first backup - no baseline to compare against"
 LIVE = "live"  # the Snapshot name of the live database
 
 # A one-line summary names this many records, then says how many more there are.
@@ -103,6 +106,8 @@ class ComparisonResult:
     # baseline to the current side.
     baseline_name: str | None = None
     current_name: str | None = None
+    # When the safe backup compared against was taken (None: live, or none).
+    safe_backup_created_at: datetime.datetime | None = None
 
     @property
     def baseline_label(self) -> str | None:
@@ -114,7 +119,12 @@ class ComparisonResult:
 
     @classmethod
     def no_safe_backup(cls) -> ComparisonResult:
-        return cls(has_safe_backup=False, safe_backup_id=None, message=MESSAGE_NO_SAFE_BACKUP)
+        return cls(
+            has_safe_backup=False,
+            safe_backup_id=None,
+            message=MESSAGE_NO_SAFE_BACKUP,
+            issues=[ISSUE_NO_BASELINE],
+        )
 
     @classmethod
     def unreadable_baseline(cls, backup_id: str, reason: str) -> ComparisonResult:

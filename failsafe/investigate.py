@@ -98,16 +98,33 @@ def _names(names: list[str]) -> str:
     return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
+# The original module's advice, which clients of it parse: its lines come first, ours after.
+ORIGINAL_NO_BASELINE = [
+    "Mark this backup as safe if system is functioning correctly",
+    "Run comprehensive system checks",
+]
+ORIGINAL_STABLE = [
+    "System appears stable",
+    "Consider marking this backup as safe",
+    "Continue monitoring for anomalies",
+]
+INVESTIGATE_ISSUES = "Investigate the following issues:"
+CONSIDER_SANCTIONS = "Consider issuing appropriate sanctions"
+
+
 def recommendations(comparison: ComparisonResult, last_safe_backup: str | None) -> list[str]:
     if not comparison.has_safe_backup:
-        return [MARK_SAFE]
+        return ORIGINAL_NO_BASELINE + [MARK_SAFE]
     if not comparison.issues:
-        return [NO_ACTION]
+        return ORIGINAL_STABLE + [NO_ACTION]
     found = comparison.findings
     advice = []
     # Restoring from the very backup we could not read would only fail again.
     if last_safe_backup and findings.BASELINE_UNREADABLE not in found:
         advice.append(f"RECOMMENDED: Restore from last safe backup (ID: {last_safe_backup})")
+    advice.append(INVESTIGATE_ISSUES)
+    advice += [f"  - {issue}" for issue in comparison.issues]
+    advice += [REVIEW_AUDIT_LOGS, CONSIDER_SANCTIONS]
     missing = [
         noun
         for noun, finding in (
@@ -128,7 +145,6 @@ def recommendations(comparison: ComparisonResult, last_safe_backup: str | None) 
         advice.append(SCHEMA_ADVICE)
     if findings.BASELINE_UNREADABLE in found:
         advice.append(VERIFY_BACKUPS)
-    advice.append(REVIEW_AUDIT_LOGS)
     return advice
 
 

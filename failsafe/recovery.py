@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -41,13 +42,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import tink
 from django.core.files.storage import FileSystemStorage, Storage
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from . import archives, keys, oplock
 from .archive import STORAGE_ALIAS, ArchiveStore, chunked, files, get_store, single_file
 from .archive.anchors import ANCHOR_FILE, AnchorObjects
-from .exceptions import ArchiveCorrupt, FailsafeError, one_line
+from .exceptions import ArchiveCorrupt, FailsafeError, ServerFailure, StorageFull, one_line
 from .models import Backup
 from .progress import stage
 from .snapshot import iso
@@ -91,7 +93,7 @@ class NothingToRecover(FailsafeError):
 @dataclass(frozen=True)
 class SafeMark:
     backup_id: str
-    marked_safe_at: datetime.datetime
+    marked_safe_at: datetime.datetime | None
     marked_safe_by: str
 
 
@@ -163,11 +165,13 @@ def read_safe_marks(storage: Storage, backup_id: str) -> tuple[list[SafeMark], l
             marks.append(
                 SafeMark(
                     backup_id,
-                    datetime.datetime.fromisoformat(record["marked_safe_at"]),
+                    _parse_moment(record["marked_safe_at"]) if record["marked_safe_at"] else None,
                     str(record.get("marked_safe_by") or ""),
                 )
             )
-        except Exception:  # noqa: BLE001 - any failure means this mark cannot be trusted
+        except (tink.TinkError, ValueError, KeyError, TypeError):
+            # Altered, foreign or truncated: not trusted. A storage that fails to answer
+            # raises instead: that says nothing about the mark.
             damaged.append(name)
     return marks, damaged
 
@@ -488,8 +492,35 @@ def recover(*, url: str, dry_run: bool) -> RecoveryReport:
     configured store, what the added backups need is copied into it first (chunks, then
     manifests) and checked there again, so restores and new backups work as before; the
     source is only read. A dry run reads and checks everything and writes nothing.
+    Raises FailsafeError subclasses only, each in one line; a storage that fails half way
+    (a dropped connection, a full disk) adds no row, and the recovery can simply be re-run.
     """
     storage, where = open_source(url)
+    try:
+        return _recover_from(storage, where, dry_run=dry_run)
+    except (FailsafeError, DatabaseError):
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StorageFull(
+                "The recovery failed: no space left on the device of the configured store; "
+                "no backup was added"
+            ) from exc
+        raise ServerFailure(_failed(where, exc)) from exc
+    except Exception as exc:
+        raise ServerFailure(_failed(where, exc)) from exc
+
+
+def _failed(where: str, exc: BaseException) -> str:
+    from .archive import locations
+
+    return (
+        f"The recovery from {where} failed: {locations.explain_failure(exc)}; no backup was "
+        "added, run it again"
+    )
+
+
+def _recover_from(storage: Storage, where: str, *, dry_run: bool) -> RecoveryReport:
     names = _archive_names(storage)
     if not names:
         raise NothingToRecover(f"{where} holds no failsafe backups: nothing was changed")

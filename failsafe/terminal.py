@@ -19,15 +19,25 @@ from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 
-from licensing.exceptions import LicensingError
+from licensing.exceptions import FailsafePasswordNotSet, InvalidPasskey, LicensingError
 
 from . import services
-from .exceptions import REFUSALS, FailsafeError, InvalidBackupId, LockedOut
+from .exceptions import (
+    REFUSALS,
+    AmbiguousBackupId,
+    BackupNotFound,
+    FailsafeError,
+    InvalidBackupId,
+    LockedOut,
+)
 from .render import seed
 from .render.text import one_line
 
 MAX_COMMAND_LENGTH = 1000
 HELP_HINT = "Type help_failsafe for the list of commands"
+# The original module's words, which scripts written against it compare.
+UNKNOWN_COMMAND = "Unknown failsafe command. Type 'help' or 'help_failsafe' for available commands."
+INVALID_ID = "Invalid backup ID format"
 MASK = "********"
 
 COMMANDS = [
@@ -108,12 +118,12 @@ MARK_SAFE = Syntax(
 )
 RESTORE = Syntax(("failsafe", "restore"), takes_backup_id=True, flags=frozenset({"--dry-run"}))
 HELP = Syntax(("help_failsafe",))
+HELP_SHORT = Syntax(("help",))
 STATUS = Syntax(("failsafe", "status"))
 BACKUPS = Syntax(("failsafe", "backups"))
 BACKUP = Syntax(("failsafe", "backup"), label=True)
 # Longest first, so `help_failsafe -start` is found before `help_failsafe`.
-GRAMMAR = (TRIGGER, SET_PASSWORD, MARK_SAFE, RESTORE, STATUS, BACKUPS, BACKUP, HELP)
-SUBCOMMANDS = "status, backups, backup, setpassword, marksafe or restore"
+GRAMMAR = (TRIGGER, SET_PASSWORD, MARK_SAFE, RESTORE, STATUS, BACKUPS, BACKUP, HELP, HELP_SHORT)
 REASON_MAX_LENGTH = 1000
 
 # A backup id as `failsafe backups` lists it, or a prefix of at least 8 hex digits of one.
@@ -179,13 +189,13 @@ def parse_line(line: str) -> ParsedLine:
             return ParsedLine(
                 None,
                 shown,
-                error=TerminalUsageError(f"Unknown failsafe command: use {SUBCOMMANDS}"),
+                error=TerminalUsageError(UNKNOWN_COMMAND),
             )
         # Not even the first word is a command: it may be a secret typed at the wrong prompt.
         return ParsedLine(
             None,
             (None,) if words else (),
-            error=TerminalUsageError(f"Unknown command. {HELP_HINT}"),
+            error=TerminalUsageError(UNKNOWN_COMMAND),
         )
 
     count = len(syntax.words)
@@ -219,7 +229,7 @@ def parse_line(line: str) -> ParsedLine:
         shown.append(backup_id)
     else:
         shown.append(None)
-        error = InvalidBackupId("Invalid backup id: give it as failsafe backups lists it")
+        error = InvalidBackupId(f"{INVALID_ID}: give it as failsafe backups lists it")
     flags = set()
     for word in rest[1:]:
         if word.lower() in syntax.flags:
@@ -258,16 +268,42 @@ def run_command(
             parse_line(_checked(line)), actor=actor, ask=ask_secret, inline=allow_inline_secrets
         )
     except REFUSALS as exc:
-        return TerminalReply(False, seed.refusal(one_line(exc)), exc)
+        message, action = _original_words(exc)
+        return TerminalReply(False, seed.refusal(message, error=one_line(exc), action=action), exc)
     return TerminalReply(True, payload)
+
+
+def _original_words(exc: Exception) -> tuple[str, str | None]:
+    """(Message, Action) of a refusal as the original module words it, where it has words
+    for it; our own one line otherwise (it is in `Error` either way)."""
+    if isinstance(exc, FailsafePasswordNotSet):
+        return (
+            "Failsafe password not set. Please set failsafe password first using "
+            "'failsafe setpassword <password>'",
+            "Setup Required",
+        )
+    if isinstance(exc, InvalidPasskey):
+        return "Invalid server license passkey", "Access Denied"
+    if isinstance(exc, BackupNotFound):
+        return "Backup not found", None
+    if isinstance(exc, InvalidBackupId) and not isinstance(exc, AmbiguousBackupId):
+        return INVALID_ID, None
+    return one_line(exc), None
 
 
 def _checked(line: str | None) -> str:
     if line is None or not line.strip():
-        raise TerminalUsageError(f"Empty command. {HELP_HINT}")
+        return "help"  # as the original module answers an empty line
     if len(line) > MAX_COMMAND_LENGTH:
         raise TerminalUsageError(f"Command too long (over {MAX_COMMAND_LENGTH} characters)")
     return line.strip()
+
+
+# What a door that cannot ask answers when a command's secret is missing: the original's usage.
+USAGE_WITHOUT_SECRET = {
+    "passkey": "Usage: help_failsafe -start <SERVER_LICENSE_PASSKEY>",
+    "password": "Usage: failsafe setpassword <password>",
+}
 
 
 def _secret(inline: str, *, name: str, prompt: str, ask, allow_inline: bool) -> str:
@@ -279,7 +315,7 @@ def _secret(inline: str, *, name: str, prompt: str, ask, allow_inline: bool) -> 
         return inline
     secret = ask(name, prompt) if ask else None
     if not secret:
-        raise TerminalUsageError(f"{prompt.rstrip(': ')} required")
+        raise TerminalUsageError(USAGE_WITHOUT_SECRET.get(name, f"{prompt.rstrip(': ')} required"))
     return secret
 
 
@@ -287,7 +323,7 @@ def _dispatch(parsed: ParsedLine, *, actor, ask, inline) -> dict:
     if parsed.error is not None:
         raise parsed.error
     syntax = parsed.syntax
-    if syntax is HELP:
+    if syntax in (HELP, HELP_SHORT):
         return seed.help(COMMANDS)
     if syntax is TRIGGER:
         passkey = _secret(
@@ -301,7 +337,9 @@ def _dispatch(parsed: ParsedLine, *, actor, ask, inline) -> dict:
     if syntax is STATUS:
         return seed.status(services.status(actor=actor))
     if syntax is BACKUPS:
-        return seed.backup_list(list(services.list_backups(actor=actor)))
+        backups = list(services.list_backups(actor=actor))
+        safe = services.last_safe_backup()
+        return seed.backup_list(backups, last_safe_id=str(safe.id) if safe else None)
     if syntax is BACKUP:
         backup = services.create_backup(actor=actor, reason=parsed.label_text[:REASON_MAX_LENGTH])
         return seed.backup_created(backup)

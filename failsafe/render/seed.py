@@ -14,8 +14,13 @@ BACKUP_CREATED = "Backup created"
 HELP_TITLE = "RaOS Failsafe commands (SuperAdmin only)"
 
 
-def refusal(message: str) -> dict:
-    return {"Success": False, "Error": message}
+def refusal(message: str, *, error: str | None = None, action: str | None = None) -> dict:
+    """A refusal as the original module writes it (`Success`, `Message`, and `Action` where
+    it says what to do), with our own one line in `Error` too."""
+    refused = {"Success": False, "Message": message, "Error": error or message}
+    if action:
+        refused["Action"] = action
+    return refused
 
 
 def help(commands: list[tuple[str, str]]) -> dict:
@@ -46,10 +51,25 @@ def status(result) -> dict:
         "SafeBackups": result.safe_backups,
         "LastSafeBackupId": result.last_safe_backup_id,
         "LastBackupAtUtc": iso(result.last_backup_at),
+        "LastBackup": _last_backup(result.last_backup),
         "SystemStatus": result.system_status,
         "Problems": list(result.problems),
         "Lockouts": [lockout(entry) for entry in result.lockouts],
         "Replicas": [replica_lag(entry) for entry in result.replicas],
+    }
+
+
+def _last_backup(record) -> dict | None:
+    """The original module's `LastBackup`: the newest backup with its whole state."""
+    if record is None:
+        return None
+    return {
+        "Id": str(record.id),
+        "Type": record.type,
+        "Reason": record.reason,
+        "CreatedAtUtc": iso(record.created_at),
+        "IsSafe": record.is_safe,
+        "State": record.state,
     }
 
 
@@ -158,8 +178,14 @@ def backup(record) -> dict:
     }
 
 
-def backup_list(backups) -> dict:
-    return {"TotalBackups": len(backups), "Backups": [backup(b) for b in backups]}
+def backup_list(backups, *, last_safe_id: str | None = None) -> dict:
+    return {
+        "TotalBackups": len(backups),
+        "Backups": [
+            {**backup(b), "IsLastSafe": last_safe_id is not None and str(b.id) == last_safe_id}
+            for b in backups
+        ],
+    }
 
 
 def backup_created(record) -> dict:
@@ -173,7 +199,12 @@ def backup_created(record) -> dict:
 
 
 def marked_safe(record) -> dict:
-    return {"Success": True, "Message": MARKED_SAFE, "BackupId": str(record.id)}
+    return {
+        "Success": True,
+        "Message": MARKED_SAFE,
+        "BackupId": str(record.id),
+        "Timestamp": iso(record.marked_safe_at),
+    }
 
 
 def verification(results) -> dict:
@@ -276,6 +307,7 @@ def comparison(result) -> dict:
     return {
         "HasSafeBackup": result.has_safe_backup,
         "SafeBackupId": result.safe_backup_id,
+        "SafeBackupTimestamp": iso(result.safe_backup_created_at),
         "Message": result.message,
         "Issues": list(result.issues),
         "Changes": list(result.changes),
@@ -357,6 +389,9 @@ def restore(result) -> dict:
         "Success": True,
         "Message": result.message,
         "BackupId": str(result.backup.id),
+        "BackupTimestamp": iso(result.backup.created_at),
+        "RestoreTimestamp": iso(result.restored_at),
+        "State": result.backup.state,
         "DryRun": result.dry_run,
         "PreRestoreBackupId": str(result.pre_restore_backup.id)
         if result.pre_restore_backup

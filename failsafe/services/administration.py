@@ -44,15 +44,9 @@ def status(*, actor: Actor) -> Status:
             safe_backups=complete.filter(is_safe=True).count(),
             last_safe_backup_id=str(safe.id) if safe else None,
             last_backup_at=newest.created_at if newest else None,
+            last_backup=newest,
             lockouts=lockout.lockout_status(username=actor.username),
-            problems=_problems()
-            + [problem for problem in [replicas.configuration_problem()] if problem]
-            + [
-                f"Replica {entry.name}: {len(entry.failing)} backups failed to replicate "
-                f"(latest reason: {entry.failing[0][1]}); failsafe_replicate tries again"
-                for entry in replica_lag
-                if entry.failing
-            ],
+            problems=_problems() + replicas.problems(replica_lag),
             replicas=replica_lag,
         )
 

@@ -37,6 +37,12 @@ def compare_with_baseline(*, baseline: Backup | None, current: Backup | None) ->
     """Compare `current` (None: live) against `baseline`; an unreadable baseline is an issue."""
     if baseline is None:
         return ComparisonResult.no_safe_backup()
+    result = _compare_with(baseline=baseline, current=current)
+    result.safe_backup_created_at = baseline.created_at
+    return result
+
+
+def _compare_with(*, baseline: Backup, current: Backup | None) -> ComparisonResult:
     try:
         with stage("Compare", _rows_archived(baseline, current)):
             if current is None:

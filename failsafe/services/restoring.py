@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
+
 from .. import archives, audit, oplock
 from .. import restore as restore_engine
 from ..exceptions import (
@@ -92,6 +94,7 @@ def restore(
             changes=_plan_counts(plan),
             sessions_flushed=plan.sessions_flushed,
             tokens_revoked=plan.tokens_revoked,
+            restored_at=timezone.now(),
         )
         return RestoreResult(
             backup=backup,
@@ -100,6 +103,7 @@ def restore(
             pre_restore_backup=pre_restore,
             sessions_flushed=plan.sessions_flushed,
             tokens_revoked=plan.tokens_revoked,
+            restored_at=timezone.now(),
         )
 
 

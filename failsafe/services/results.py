@@ -33,6 +33,8 @@ class Status:
     problems: list[str] = field(default_factory=list)
     # How far behind each replica of the store is (replicas.ReplicaLag).
     replicas: list = field(default_factory=list)
+    # The newest complete backup (the original module's `LastBackup`).
+    last_backup: Backup | None = None
 
     @property
     def system_status(self) -> str:
@@ -45,7 +47,10 @@ class Status:
 class PasswordResult:
     replaced: bool
     timestamp: datetime.datetime
-    note: str = "Password encrypted and stored securely"
+    note: str = (
+        "Password hashed (argon2) and stored securely. "
+        "Use 'help_failsafe -start <passkey>' to trigger emergency backup."
+    )
 
     @property
     def message(self) -> str:
@@ -59,13 +64,20 @@ class TriggerResult:
     backup: Backup
     investigation: Investigation
     message: str = "Emergency failsafe backup created"
-    next_steps: list[str] = field(
-        default_factory=lambda: [
+
+    @property
+    def next_steps(self) -> list[str]:
+        """The original module's four steps, with the ids filled in."""
+        safe = self.investigation.last_safe_backup
+        return [
             "Review the comparison results",
             "Investigate identified issues",
-            "Restore from backup if needed",
+            f"If safe, mark this backup as safe: failsafe marksafe {self.backup.id}",
+            f"If corrupted, restore from last safe backup: failsafe restore {safe}"
+            if safe
+            else "If corrupted, there is no safe backup to restore yet: "
+            "mark a known-good backup as safe first",
         ]
-    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ class RestoreResult:
     pre_restore_backup: Backup | None = None
     sessions_flushed: int = 0
     tokens_revoked: int = 0
+    # When the restore committed (None for a dry run).
+    restored_at: datetime.datetime | None = None
 
     @property
     def verification(self) -> Verification | None:
@@ -99,11 +113,12 @@ class RestoreResult:
     def next_steps(self) -> list[str]:
         if self.dry_run:
             return []
+        # The original module's three steps, then what only a real restore adds.
         return [
-            "Verify system functionality",
-            "Check user accounts and licenses",
+            "Verify system integrity",
+            "Review restored data",
+            "Create new safe backup if system is stable",
             "Everyone must log in again: all sessions and API tokens were ended",
-            "Create a new safe backup if the system is stable",
         ]
 
 
@@ -244,6 +259,12 @@ class ReplicationResult:
 
     rows: list = field(default_factory=list)  # models.BackupReplica, replica by replica
     replicas: list[str] = field(default_factory=list)
+    # (replica, why) of each replica that failed as a whole: unreachable, refused, ...
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.problems
 
     @property
     def replicated(self) -> list:
@@ -258,6 +279,8 @@ class ReplicationResult:
         if not self.replicas:
             return "No replicas are configured (FAILSAFE_REPLICAS, FAILSAFE['REPLICA_ALIASES'])"
         if not self.rows:
+            if self.problems:
+                return f"{len(self.problems)} of {len(self.replicas)} replicas failed"
             return "Every replica holds every backup already"
         copied = f"{len(self.replicated)} of {len(self.rows)} backup copies replicated"
         return copied if not self.failed else f"{copied}; {len(self.failed)} failed"

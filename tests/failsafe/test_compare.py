@@ -347,8 +347,9 @@ def test_degenerate_results_carry_the_seed_messages():
     assert nothing == {
         "HasSafeBackup": False,
         "SafeBackupId": None,
+        "SafeBackupTimestamp": None,
         "Message": "No safe backup found for comparison",
-        "Issues": [],
+        "Issues": ["This is the first backup - no baseline to compare against"],
         "Changes": [],
         "Details": {},
         "Baseline": None,

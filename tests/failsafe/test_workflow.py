@@ -11,7 +11,7 @@ from failsafe import services
 from failsafe.exceptions import ArchiveCorrupt, InvalidBackupId, LockedOut
 from failsafe.models import AuditEvent, Backup
 from failsafe.render import seed
-from failsafe.terminal import run_command
+from failsafe.terminal import UNKNOWN_COMMAND, run_command
 from licensing.exceptions import FailsafePasswordNotSet, InvalidFailsafePassword, InvalidPasskey
 from licensing.models import License
 from tests.factories import DEFAULT_PASSWORD, FAILSAFE_PASSWORD, LicenseFactory, UserFactory
@@ -56,6 +56,7 @@ def test_seed_workflow_through_the_terminal(actor, passkey, population):
         "Success": True,
         "Message": "Backup marked as safe environment",
         "BackupId": backup_id,
+        "Timestamp": seed.iso(Backup.objects.get(pk=backup_id).marked_safe_at),
     }
 
     # Something goes wrong: two users and a license disappear.
@@ -210,7 +211,11 @@ def test_only_a_superadmin_may_act(passkey):
     actor = services.Actor(user=user)
     reply = term(actor, "failsafe status")
     assert not reply.ok and reply.kind == "denied"
-    assert reply.payload == {"Success": False, "Error": "SuperAdmin only"}
+    assert reply.payload == {
+        "Success": False,
+        "Message": "SuperAdmin only",
+        "Error": "SuperAdmin only",
+    }
     event = AuditEvent.objects.get()
     assert (event.actor_username, event.outcome) == ("mallory", "DENIED")
 
@@ -227,20 +232,15 @@ def test_malformed_and_unknown_ids_are_refused_clearly(actor, armed):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("", "Empty command. Type help_failsafe for the list of commands"),
         ("x" * 1001, "Command too long (over 1000 characters)"),
-        ("rm -rf /", "Unknown command. Type help_failsafe for the list of commands"),
-        (
-            "failsafe explode",
-            "Unknown failsafe command: "
-            "use status, backups, backup, setpassword, marksafe or restore",
-        ),
+        ("rm -rf /", UNKNOWN_COMMAND),
+        ("failsafe explode", UNKNOWN_COMMAND),
     ],
 )
 def test_terminal_refuses_bad_lines(actor, line, message):
     reply = term(actor, line)
     assert reply.kind == "usage"
-    assert reply.payload["Error"] == message
+    assert reply.payload["Error"] == reply.payload["Message"] == message
 
 
 @pytest.mark.django_db

@@ -25,8 +25,9 @@ from django.db import connection
 from failsafe import services
 from failsafe.exceptions import NotSuperAdmin
 from failsafe.models import AuditEvent, Backup
-from tests.factories import FAILSAFE_PASSWORD
+from tests.factories import FAILSAFE_PASSWORD, UserFactory
 from tests.helpers import run
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "kept in the safe, not with the backups"
@@ -132,13 +133,21 @@ def test_a_storage_holding_no_backups_is_refused_in_one_line(history, file_repli
     assert _backup_rows() == before
 
 
-def test_an_unreachable_source_or_a_bad_url_is_refused_in_one_line(history, tmp_path):
+def test_an_unreachable_source_or_a_bad_url_is_refused_in_one_line(
+    history, tmp_path, s3, monkeypatch
+):
     before = _backup_rows()
     with pytest.raises(CommandError, match="does not exist") as missing:
         _recover("--from", f"file://{tmp_path}/not-mounted")
     with pytest.raises(CommandError, match="Invalid storage URL") as malformed:
         _recover("--from", "ftp://example.org/backups")
-    for refusal in (missing, malformed):
+    nobody_listens = f"s3://{s3.create_bucket()}/x?endpoint_url=http://127.0.0.1:{free_port()}"
+    with pytest.raises(CommandError, match="is unreachable: cannot connect") as down:
+        _recover("--from", nobody_listens)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(CommandError, match="is unreachable: access denied") as refused:
+        _recover("--from", s3.url(s3.create_bucket()))
+    for refusal in (missing, malformed, down, refused):
         assert "\n" not in str(refusal.value)
     assert _backup_rows() == before
 
@@ -482,3 +491,47 @@ def test_marking_safe_is_refused_when_the_store_cannot_keep_the_mark(actor, arme
     assert "\n" not in str(refused.value)
     backup.refresh_from_db()
     assert backup.is_safe is False
+
+
+def test_an_s3_replica_missing_a_chunk_names_the_backups_that_need_it(history, actor, s3):
+    UserFactory(username="zed")
+    newest = services.create_backup(actor=actor, reason="zed joined")
+    bucket = s3.create_bucket()
+    _upload(s3, bucket, "failsafe", Path(settings.FAILSAFE_BACKUP_DIR))
+    older_chunks = {ref.id for backup in history for entry in _manifest(backup).models
+                    for ref in entry.chunks}  # fmt: skip
+    lost = next(
+        ref.id.hex()
+        for entry in _manifest(newest).models
+        for ref in entry.chunks
+        if ref.id not in older_chunks
+    )
+    s3.client().delete_object(Bucket=bucket, Key=f"failsafe/chunks/{lost[:2]}/{lost}")
+    _lose_the_catalog_and_the_primary()
+
+    printed = _recover("--from", s3.url(bucket, "failsafe"))
+
+    assert [d["BackupId"] for d in printed["Damaged"]] == [str(newest.id)]
+    assert f"is missing chunk {lost}" in printed["Damaged"][0]["Problem"]
+    assert set(Backup.objects.values_list("id", flat=True)) == {b.id for b in history}
+    assert json.loads(run("failsafe_verify", "--all", "--json"))["Valid"] is True
+
+
+def _manifest(backup):
+    from failsafe.archive import get_store
+
+    return get_store().read_manifest(
+        name=backup.archive_name, sha256=backup.archive_sha256, backup_id=str(backup.id)
+    )
+
+
+def test_an_sftp_replica_rebuilds_the_catalog_too(history, sftp_replica_url, tmp_path):
+    # The directory sshd serves is a local one here: the replica's files are copied in.
+    shutil.copytree(settings.FAILSAFE_BACKUP_DIR, tmp_path / "sftp-replica", dirs_exist_ok=True)
+    before = _backup_rows()
+    _lose_the_catalog_and_the_primary()
+
+    printed = _recover("--from", sftp_replica_url)
+
+    assert _backup_rows() == before
+    assert printed["Damaged"] == [] and printed["LastSafeBackupId"] == str(history[1].id)

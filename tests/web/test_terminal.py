@@ -102,7 +102,7 @@ def test_commands_run_and_join_the_history(root_client, armed, population):
 
     # A line that is not a command may be a secret typed at the wrong prompt: not shown.
     unknown = run(root_client, "rm -rf /").content.decode()
-    assert "Unknown command. Type help_failsafe for the list of commands" in unknown
+    assert "Unknown failsafe command. Type &#x27;help&#x27; or &#x27;help_failsafe&#x27;" in unknown
     assert '<pre class="output failed">' in unknown
     assert "rm -rf" not in unknown
 
@@ -333,11 +333,11 @@ def test_refusals_do_not_quote_what_was_typed(root_client, armed):
     assert "Unknown option for help_failsafe" in page
     assert "open-sesame" not in page
     page = run(root_client, "failsafe restore open-sesame-2").content.decode()
-    assert "Invalid backup id" in page
+    assert "Invalid backup ID format" in page
     assert "failsafe restore ********" in page
     assert "open-sesame-2" not in page
     page = run(root_client, "open-sesame-3 and more").content.decode()
-    assert "Unknown command. Type help_failsafe for the list of commands" in page
+    assert "Unknown failsafe command. Type &#x27;help&#x27; or &#x27;help_failsafe&#x27;" in page
     assert "open-sesame-3" not in page
 
 

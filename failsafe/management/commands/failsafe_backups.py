@@ -18,4 +18,8 @@ class Command(FailsafeCommand):
         filters = " ".join(
             part for part in (f"--type {type}" if type else "", "--safe" if safe else "") if part
         )
-        self.emit(seed.backup_list(backups), text.backup_list(backups, filters=filters))
+        safe = services.last_safe_backup()
+        self.emit(
+            seed.backup_list(backups, last_safe_id=str(safe.id) if safe else None),
+            text.backup_list(backups, filters=filters),
+        )
