@@ -3,7 +3,7 @@
 A replica is a second storage holding the same encrypted objects as the primary
 (archive/replication.py copies them). They are configured two ways, both read on every call:
 - settings.FAILSAFE_REPLICAS, storage URLs (archive/locations.py), each named by its URL
-  written the canonical way, or by NAME when the entry is written NAME=URL;
+  written the canonical way without its ?options, or by NAME when written NAME=URL;
 - FAILSAFE["REPLICA_ALIASES"], names of Django STORAGES entries, each named by its alias.
 
 Per backup and per replica a BackupReplica row says PENDING, REPLICATED (when read back
@@ -16,12 +16,14 @@ from __future__ import annotations
 import datetime
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.files.storage import Storage, storages
 from django.utils import timezone
+from storages.backends.sftpstorage import SFTPStorage
 
 from .archive import get_store, locations, replication
 from .archive.garbage import GarbageReport
@@ -33,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 # NAME=URL: a name of letters, digits, dots, dashes and underscores, then a URL.
 _NAMED_URL = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63})=([a-z0-9]+://.*)", re.DOTALL)
+
+
+# What BackupReplica.replica holds.
+_NAME_LIMIT = 200
 
 
 class UnknownReplica(FailsafeError):
@@ -69,8 +75,14 @@ def configured() -> list[Replica]:
         if named:
             found.append(Replica(name=named[1], url=locations.describe(named[2])))
         else:
+            # Named by where it is, without the options (endpoint, key paths).
             url = locations.describe(entry)
-            found.append(Replica(name=url, url=url))
+            name = url.split("?", 1)[0]
+            if len(name) > _NAME_LIMIT:
+                raise FailsafeError(
+                    f"Replica URL {name[:60]}… is too long to be its name: write it NAME=URL"
+                )
+            found.append(Replica(name=name, url=url))
     for alias in setting("REPLICA_ALIASES") or []:
         if alias not in settings.STORAGES:
             raise FailsafeError(
@@ -88,6 +100,7 @@ def configuration_problem() -> str | None:
     """Why the replica settings cannot be used, one line; None when they can."""
     try:
         configured()
+        retention()
     except FailsafeError as exc:
         return f"The replicas are misconfigured, no backup is replicated: {one_line(exc)}"
     return None
@@ -128,12 +141,19 @@ def _replicable() -> Iterable[Backup]:
     return Backup.objects.filter(status=Backup.Status.COMPLETE).exclude(archive_name="")
 
 
-def _open(replica: Replica) -> Storage:
-    """The replica's storage, proven to answer, and ready for the configured retention."""
+@contextmanager
+def connected(replica: Replica, *, for_writing: bool = False) -> Iterator[Storage]:
+    """The replica's storage, proven to answer (StorageUnreachable otherwise) and, to be
+    written, ready for the configured retention; its connection (SSH) closed afterwards."""
     storage = replica.storage()
-    locations.check_reachable(storage)
-    replication.check_retention(storage, retention())
-    return storage
+    try:
+        locations.check_reachable(storage)
+        if for_writing:
+            replication.check_retention(storage, retention())
+        yield storage
+    finally:
+        if isinstance(storage, SFTPStorage):
+            storage.close()
 
 
 def _record(backup: Backup, replica: Replica) -> BackupReplica:
@@ -149,18 +169,37 @@ def _fail(rows: Iterable[BackupReplica], error: str) -> None:
         row.save(update_fields=["status", "error", "attempted_at"])
 
 
-def copy(backups: list[Backup], replica: Replica) -> list[BackupReplica]:
-    """Copies each backup to the replica and records how it went, oldest first. A replica
-    that cannot be opened fails every row with its reason; a backup that fails to copy
-    fails its own row only. Never raises for the replica's sake."""
-    rows = [_record(backup, replica) for backup in backups]
-    if not rows:
-        return rows
+@dataclass
+class CopyOutcome:
+    """What copying to one replica did: a row per backup, and why the replica itself
+    failed ("" when it did not: reached, and its safe marks and anchors brought up to date)."""
+
+    replica: str
+    rows: list[BackupReplica] = field(default_factory=list)
+    problem: str = ""
+
+
+def copy(backups: list[Backup], replica: Replica) -> CopyOutcome:
+    """Copies each backup to the replica, oldest first, and records how it went; then the
+    safe marks and audit anchors it lacks. A replica that cannot be opened fails every row
+    with its reason; a backup that fails to copy fails its own row only. Never raises for
+    the replica's sake."""
+    outcome = CopyOutcome(replica.name, [_record(backup, replica) for backup in backups])
     try:
-        storage = _open(replica)
+        with connected(replica, for_writing=True) as storage:
+            _copy_each(backups, outcome.rows, replica, storage)
+            replication.sync_extras(get_store().storage, storage, retention=retention())
     except Exception as exc:  # noqa: BLE001 - a replica's failure is its rows', one line each
-        _fail(rows, f"{replica.name}: {_why(exc)}")
-        return rows
+        outcome.problem = _why(exc)
+        logger.warning("Replica %s: %s", replica.name, outcome.problem)
+        _fail(
+            [row for row in outcome.rows if row.status != BackupReplica.Status.REPLICATED],
+            outcome.problem,
+        )
+    return outcome
+
+
+def _copy_each(backups: list[Backup], rows: list[BackupReplica], replica: Replica, storage):
     primary = get_store()
     lock = retention()
     for backup, row in zip(backups, rows, strict=True):
@@ -183,23 +222,19 @@ def copy(backups: list[Backup], replica: Replica) -> list[BackupReplica]:
         row.chunks_copied = report.chunks_copied
         row.bytes_copied = report.bytes_copied
         row.save()
-    return rows
 
 
-def replicate_new(backup: Backup) -> list[BackupReplica]:
+def replicate_new(backup: Backup) -> list[CopyOutcome]:
     """Copies a backup just written to every replica; what failed is on its rows."""
-    rows = []
     try:
         replicas = configured()
     except FailsafeError as exc:
         logger.warning("Backup %s was not replicated: %s", backup.id, one_line(exc))
-        return rows
-    for replica in replicas:
-        rows.extend(copy([backup], replica))
-    return rows
+        return []
+    return [copy([backup], replica) for replica in replicas]
 
 
-def catch_up(replica: Replica) -> list[BackupReplica]:
+def catch_up(replica: Replica) -> CopyOutcome:
     """Copies to the replica every complete backup it does not hold yet, or whose last
     copy failed (then each chunk it holds is compared with the primary's), oldest first."""
     done = BackupReplica.objects.filter(
@@ -225,11 +260,19 @@ def verify(backup: Backup, replica: Replica, storage: Storage) -> dict[str, int]
     return counts
 
 
-def open_checked(replica: Replica) -> Storage:
-    """The replica's storage, proven to answer (StorageUnreachable otherwise)."""
-    storage = replica.storage()
-    locations.check_reachable(storage)
-    return storage
+def chunk_sources() -> list[replication.ReplicaChunkSource]:
+    """Every configured replica as a source of damaged chunks, for a repair of the primary
+    (each connects only if a chunk is wanted)."""
+    try:
+        replicas = configured()
+    except FailsafeError:
+        return []
+    return [
+        replication.ReplicaChunkSource(
+            f"replica {replica.name}", lambda replica=replica: connected(replica)
+        )
+        for replica in replicas
+    ]
 
 
 # --- how far behind each replica is --------------------------------------------------
@@ -288,6 +331,19 @@ def lag() -> list[ReplicaLag]:
     return result
 
 
+def problems(lags: list[ReplicaLag]) -> list[str]:
+    """What the status calls a problem: replica settings that cannot be used, and each
+    replica with copies that failed, one line each."""
+    found = [problem for problem in [configuration_problem()] if problem]
+    found += [
+        f"Replica {entry.name}: {len(entry.failing)} backups failed to replicate "
+        f"(latest reason: {entry.failing[0][1]}); failsafe_replicate tries again"
+        for entry in lags
+        if entry.failing
+    ]
+    return found
+
+
 # --- deleting on replicas ------------------------------------------------------------
 
 
@@ -309,7 +365,8 @@ def delete(backup: Backup) -> list[ReplicaCleanup]:
     for replica in configured():
         result = ReplicaCleanup(name=replica.name)
         try:
-            report = replication.delete_archive(open_checked(replica), backup.archive_name)
+            with connected(replica) as storage:
+                report = replication.delete_archive(storage, backup.archive_name)
             result.deleted, result.locked = len(report.deleted), report.locked
         except Exception as exc:  # noqa: BLE001 - reported per replica, one line
             result.error = _why(exc)
@@ -328,12 +385,10 @@ def collect_garbage(*, grace_seconds: int, dry_run: bool) -> list[ReplicaCleanup
     for replica in configured():
         result = ReplicaCleanup(name=replica.name)
         try:
-            result.garbage, result.locked = replication.collect_garbage(
-                open_checked(replica),
-                manifests=manifests,
-                grace_seconds=grace_seconds,
-                dry_run=dry_run,
-            )
+            with connected(replica) as storage:
+                result.garbage, result.locked = replication.collect_garbage(
+                    storage, manifests=manifests, grace_seconds=grace_seconds, dry_run=dry_run
+                )
             result.deleted = result.garbage.deleted
         except Exception as exc:  # noqa: BLE001 - reported per replica, one line
             result.error = _why(exc)

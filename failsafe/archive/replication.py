@@ -21,16 +21,20 @@ import copy
 import datetime
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass, field
 
+import tink
+import zstandard
 from django.core.files.storage import Storage
 from django.utils import timezone
 
 from .. import keys
 from ..exceptions import ArchiveCorrupt, FailsafeError
-from . import ArchiveStore, chunked, files, garbage, single_file
+from . import ArchiveStore, anchors, chunked, files, garbage, single_file
 
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+logger = logging.getLogger(__name__)
 
 
 class ReplicaUnusable(FailsafeError):
@@ -297,10 +301,96 @@ def copy_backup(
     return report
 
 
+# What else a replica needs to stand in for the primary, besides the archives: the safe
+# marks of the catalog (failsafe.recovery: `catalog/<backup id>/<n>.safe`, sealed, only ever
+# added) and the anchors of the audit chain (archive/anchors.py).
+CATALOG_DIR = "catalog"
+
+
+@dataclass
+class SyncReport:
+    catalog_objects: int = 0  # safe marks copied
+    anchors: int = 0  # audit anchors copied
+
+
+def _copy_missing(primary: Storage, writer: Storage, name: str) -> bool:
+    """Copies one object the replica lacks, read back; objects named here never change."""
+    data = _read(primary, name)
+    if data is None:
+        return False  # gone meanwhile: nothing to copy
+    _save_whole(writer, name, data, replace=False)
+    _read_back(writer, name, _sha256(data), name)
+    return True
+
+
+def sync_extras(
+    primary: Storage, replica: Storage, *, retention: Retention | None = None
+) -> SyncReport:
+    """Copies to the replica the safe marks and audit anchors it lacks. Both are only ever
+    added on the primary, so they are only ever added on the replica (with the retention,
+    on S3). Anchors go to the replica as one object each (anchors.AnchorObjects), whatever
+    form the primary keeps them in. Raises whatever the replica's storage raises."""
+    writer = _writer(replica, retention)
+    report = SyncReport()
+    for backup_dir in files.list_directories(primary, CATALOG_DIR):
+        directory = f"{CATALOG_DIR}/{backup_dir}"
+        held = set(files.list_files(replica, directory))  # one listing, not a check each
+        for file_name in files.list_files(primary, directory):
+            if file_name in held or files.is_temp_name(file_name):
+                continue
+            if _copy_missing(primary, writer, f"{directory}/{file_name}"):
+                report.catalog_objects += 1
+    held = set(anchors.AnchorObjects(replica).read())
+    log = anchors.AnchorObjects(writer)
+    for anchor in anchors.anchor_log(primary).read():
+        if anchor not in held:
+            log.append(anchor)
+            held.add(anchor)
+            report.anchors += 1
+    return report
+
+
 def verify(replica: Storage, *, location: dict) -> dict[str, int]:
     """Decodes every record of the backup as the replica holds it (every chunk decrypted
     and matched to its name); per-model row counts, or ArchiveCorrupt."""
     return ArchiveStore(replica).verify(**location)
+
+
+# --- a replica as a source of damaged chunks -----------------------------------------
+
+
+class ReplicaChunkSource:
+    """healing.ChunkSource over a replica: the plaintext of each wanted chunk the replica
+    holds and that decrypts there (the repair checks it against the chunk's name before
+    storing it on the primary). `open_storage()` is called only when a chunk is wanted."""
+
+    def __init__(self, name: str, open_storage):
+        self.name = name
+        self._open_storage = open_storage
+
+    def plaintexts(self, wanted):
+        aead = keys.active_keyset().primitive
+        decompressor = zstandard.ZstdDecompressor()
+        with contextlib.ExitStack() as stack:
+            try:
+                storage = stack.enter_context(self._open_storage())
+            except Exception as exc:  # noqa: BLE001 - a replica that is down offers nothing
+                logger.warning("%s offers no chunks to repair from: %s", self.name, exc)
+                return
+            chunk_files = files.ChunkFiles(storage)
+            for chunk_ids in wanted.values():
+                for chunk_id in list(chunk_ids):
+                    chunk_hex = chunk_id.hex()
+                    try:
+                        stored = chunk_files.get(chunk_hex)
+                        sealed = chunked.unseal(aead, stored, chunk_hex.encode("ascii"))
+                        plaintext = decompressor.decompress(sealed)
+                    except (tink.TinkError, zstandard.ZstdError):
+                        continue  # damaged there too
+                    except Exception as exc:  # noqa: BLE001 - missing, or the link dropped
+                        logger.warning("%s: chunk %s not read: %s", self.name, chunk_hex, exc)
+                        continue
+                    yield chunk_id, plaintext
 
 
 # --- deleting ------------------------------------------------------------------------

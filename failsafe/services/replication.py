@@ -29,11 +29,15 @@ def replicate(*, actor: Actor, replica: str | None = None) -> ReplicationResult:
         holder = f"replication by {actor.username or 'system'}"
         with oplock.operation_lock(holder=holder):
             for target in targets:
-                result.rows.extend(replicas.catch_up(target))
+                outcome = replicas.catch_up(target)
+                result.rows.extend(outcome.rows)
+                if outcome.problem:
+                    result.problems.append((target.name, outcome.problem))
         details.update(
             replicas=result.replicas,
             replicated=len(result.replicated),
             failed=[f"{row.replica}: {row.backup_id}" for row in result.failed],
+            problems=[f"{name}: {problem}" for name, problem in result.problems],
         )
         return result
 
@@ -64,9 +68,8 @@ def verify_replica(
             if newest is None:
                 raise BackupNotFound("No backups to verify yet")
             backups = [newest]
-        storage = replicas.open_checked(target)
         result = ReplicaVerifyResult(replica=target.name, where=target.where)
-        with reporting(progress):
+        with reporting(progress), replicas.connected(target) as storage:
             for backup in backups:
                 try:
                     counts = replicas.verify(backup, target, storage)

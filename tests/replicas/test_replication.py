@@ -137,7 +137,8 @@ def test_a_corrupted_object_on_a_replica_is_found_by_verify_and_replaced_by_repl
     client.put_object(Bucket=bucket, Key=key, Body=bytes([body[0] ^ 1]) + body[1:])
 
     for name in ("nas", "offsite"):
-        with pytest.raises(CommandError, match=f"1 of 1 backups failed verification on replica {name}"):
+        failed = f"1 of 1 backups failed verification on replica {name}"
+        with pytest.raises(CommandError, match=failed):
             run("failsafe_verify", "--replica", name)
         row = backup.replicas.get(replica=name)
         assert row.status == BackupReplica.Status.FAILED
@@ -198,8 +199,9 @@ def test_deleting_a_backup_deletes_its_manifest_on_the_replicas_and_gc_its_chunk
     nas_dir = Path(file_replica_url.removeprefix("file://"))
     chunks_before = {path.name for path in (nas_dir / "chunks").rglob("*") if path.is_file()}
 
-    printed = run("failsafe_delete", str(first.id), "--yes", "--password-stdin",
-                  stdin=FAILSAFE_PASSWORD)
+    printed = run(
+        "failsafe_delete", str(first.id), "--yes", "--password-stdin", stdin=FAILSAFE_PASSWORD
+    )
     assert "Replica nas: 1 deleted" in printed
     assert not (nas_dir / f"{first.id}.manifest").exists()
 
@@ -212,3 +214,68 @@ def test_deleting_a_backup_deletes_its_manifest_on_the_replicas_and_gc_its_chunk
     assert len(chunks_before - chunks_after) == 1
     assert "OK" in run("failsafe_verify", "--replica", "nas", "--all")
     assert os.listdir(nas_dir)
+
+
+def test_a_storages_alias_is_a_replica_named_by_its_alias(
+    superadmin, population, settings, tmp_path
+):
+    directory = tmp_path / "alias-replica"
+    directory.mkdir()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "offsite": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(directory)},
+        },
+    }
+    settings.FAILSAFE = {"REPLICA_ALIASES": ["offsite"]}
+
+    backup = _backup()
+
+    assert backup.replicas.get(replica="offsite").status == BackupReplica.Status.REPLICATED
+    assert (directory / f"{backup.id}.manifest").exists()
+    assert f"{backup.id}  OK" in run("failsafe_verify", "--replica", "offsite")
+    where = json.loads(run("failsafe_status", "--json"))["Replicas"][0]["Where"]
+    assert where == "STORAGES['offsite']"
+
+    settings.FAILSAFE = {"REPLICA_ALIASES": ["nowhere"]}
+    with pytest.raises(CommandError, match="names 'nowhere', which is not in STORAGES"):
+        run("failsafe_replicate")
+
+
+def test_safe_marks_and_audit_anchors_follow_the_backups_to_the_replica(
+    superadmin,
+    armed,
+    population,
+    settings,
+    sftp_replica_url,
+    s3,
+    s3_replica_url,
+    django_capture_on_commit_callbacks,
+):
+    from failsafe.archive import anchors
+    from tests.factories import FAILSAFE_PASSWORD
+
+    settings.FAILSAFE_REPLICAS = [f"vault={sftp_replica_url}", f"offsite={s3_replica_url}"]
+    # Audit events are anchored once committed: as on a real server, commits happen here.
+    with django_capture_on_commit_callbacks(execute=True):
+        backup = _backup()
+        run("failsafe_marksafe", str(backup.id), "--password-stdin", stdin=FAILSAFE_PASSWORD)
+    primary = open_storage(f"file://{settings.FAILSAFE_BACKUP_DIR}")
+    marks = [
+        f"catalog/{backup.id}/{name}" for name in files.list_files(primary, f"catalog/{backup.id}")
+    ]
+    assert marks  # marking safe sealed a mark beside the manifests
+
+    primary_anchors = set(anchors.anchor_log(primary).read())
+    assert primary_anchors
+
+    printed = run("failsafe_replicate")
+
+    assert "Every replica holds every backup already" in printed
+    for url in (sftp_replica_url, s3_replica_url):
+        replica = open_storage(url)
+        for name in marks:
+            assert _read(replica, name) == _read(primary, name)
+        # As one object each, whatever form the primary keeps them in.
+        assert set(anchors.AnchorObjects(replica).read()) >= primary_anchors

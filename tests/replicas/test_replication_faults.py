@@ -24,7 +24,8 @@ def _backup() -> Backup:
 
 
 def _bucket_keys(s3, bucket: str) -> list[str]:
-    return [entry["Key"] for entry in s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    listed = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    return [entry["Key"] for entry in listed]
 
 
 def _one_line_failure(row: BackupReplica) -> str:
@@ -52,6 +53,9 @@ def test_a_replica_down_during_a_backup_fails_its_copy_not_the_backup_and_is_cau
 
     with pytest.raises(CommandError, match="2 of 2 backup copies failed to replicate"):
         run("failsafe_replicate")
+
+    with pytest.raises(CommandError, match=r"^file://.* is unreachable: the directory does not"):
+        run("failsafe_verify", "--replica", "nas")
 
     # Back: the NAS is mounted, the bucket is there.
     nas.mkdir()

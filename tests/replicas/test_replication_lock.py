@@ -29,13 +29,15 @@ def _keys(client, bucket: str) -> list[str]:
 
 @pytest.mark.parametrize("mode", ["GOVERNANCE", "COMPLIANCE"])
 def test_every_replicated_object_is_written_with_the_retention(
-    superadmin, population, settings, s3, mode
+    superadmin, population, settings, s3, mode, django_capture_on_commit_callbacks
 ):
     bucket = s3.create_bucket(object_lock=True)
     settings.FAILSAFE_REPLICAS = [f"offsite={s3.url(bucket)}"]
     settings.FAILSAFE = {"REPLICA_LOCK_MODE": mode, "REPLICA_LOCK_DAYS": 7}
     before = timezone.now().replace(microsecond=0)  # S3 keeps whole seconds
-    backup = _backup()
+    # Committed as on a server, so the audit events are anchored and the anchors copied.
+    with django_capture_on_commit_callbacks(execute=True):
+        backup = _backup()
     UserFactory(username="frank")
     later = _backup()
 
@@ -46,6 +48,7 @@ def test_every_replicated_object_is_written_with_the_retention(
     assert f"failsafe/{backup.id}.manifest" in stored
     assert f"failsafe/{later.id}.manifest" in stored
     assert any(key.startswith("failsafe/chunks/") for key in stored)
+    assert any(key.startswith("failsafe/audit/anchors/") for key in stored)
     for key in stored:
         # What S3 says the object's retention is (moto answers HeadObject with it; it lacks
         # GetObjectRetention).
@@ -89,9 +92,11 @@ def test_delete_and_gc_skip_what_is_still_locked_and_say_so(
     )
     stored = _keys(client, bucket)
     collected = run("failsafe_gc", "--password-stdin", stdin=FAILSAFE_PASSWORD)
-    assert "Replica offsite: 0 deleted; 1 kept, still locked (Object Lock): " + stray.removeprefix(
-        "failsafe/"
-    ) in collected
+    assert (
+        "Replica offsite: 0 deleted; 1 kept, still locked (Object Lock): "
+        + stray.removeprefix("failsafe/")
+        in collected
+    )
     # The deleted backup's manifest keeps its chunks on the replica: nothing went.
     assert _keys(client, bucket) == stored
     for key in stored:
@@ -120,3 +125,18 @@ def test_a_bucket_without_object_lock_is_refused_in_one_line_and_nothing_is_writ
     assert str(refused.value) == "1 of 1 backup copies failed to replicate"
     assert _keys(s3.client(), bucket) == []
     assert "has no Object Lock" in run("failsafe_status")
+
+
+def test_a_lock_mode_that_is_no_mode_is_named_in_one_line(superadmin, population, settings, s3):
+    bucket = s3.create_bucket(object_lock=True)
+    settings.FAILSAFE_REPLICAS = [f"offsite={s3.url(bucket)}"]
+    settings.FAILSAFE = {"REPLICA_LOCK_MODE": "FOREVER", "REPLICA_LOCK_DAYS": 30}
+
+    backup = _backup()
+
+    assert backup.status == Backup.Status.COMPLETE
+    row = backup.replicas.get()
+    assert row.status == BackupReplica.Status.FAILED
+    assert row.error == "REPLICA_LOCK_MODE must be GOVERNANCE or COMPLIANCE, not 'FOREVER'"
+    assert "REPLICA_LOCK_MODE must be GOVERNANCE or COMPLIANCE" in run("failsafe_status")
+    assert _keys(s3.client(), bucket) == []

@@ -24,3 +24,6 @@ class Command(FailsafeCommand):
             raise CommandError(
                 f"{len(result.failed)} of {len(result.rows)} backup copies failed to replicate"
             )
+        if result.problems:
+            name, problem = result.problems[0]
+            raise CommandError(f"Replica {name} failed: {problem}")
