@@ -202,8 +202,11 @@ def verify(backup: Backup, *, checked_chunks: set[bytes] | None = None) -> dict[
         )
 
 
-def repair(backups: Iterable[Backup], *, checked_chunks: set[bytes]) -> RepairReport:
-    """Rewrite the damaged chunks of these backups from the live rows that still hold them.
+def repair(
+    backups: Iterable[Backup], *, checked_chunks: set[bytes], other_sources: Iterable = ()
+) -> RepairReport:
+    """Rewrite the damaged chunks of these backups from the live rows that still hold them,
+    else from `other_sources` (the replicas), in that order.
 
     Chunks in `checked_chunks` were found good in this run and are not read again. The
     caller holds the operation lock.
@@ -212,7 +215,7 @@ def repair(backups: Iterable[Backup], *, checked_chunks: set[bytes]) -> RepairRe
         return get_store().repair(
             archives=[_location(backup) for backup in backups],
             checked_chunks=checked_chunks,
-            sources=[LIVE_DATA],
+            sources=[LIVE_DATA, *other_sources],
             chunk_index=DatabaseChunkIndex(),
         )
 

@@ -54,7 +54,7 @@ from .models import Backup
 from .progress import stage
 from .snapshot import iso
 
-CATALOG_DIR = "catalog"
+CATALOG_DIR = files.CATALOG_DIR
 SAFE_MARK_SUFFIX = ".safe"
 _MARK_NAME = re.compile(r"(\d{8})\.safe")
 _ARCHIVE_NAME = re.compile(

@@ -24,6 +24,8 @@ from django.core.files.storage import FileSystemStorage, Storage
 from ..durable import fsync_path
 
 CHUNK_DIR = "chunks"
+# Where the safe marks of each backup live (failsafe.recovery writes them).
+CATALOG_DIR = "catalog"
 # A chunk's name is its id: 32 bytes as 64 lowercase hex digits.
 CHUNK_NAME = re.compile(r"[0-9a-f]{64}")
 # What mkstemp leaves behind when a writer dies before the rename.

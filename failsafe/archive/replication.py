@@ -304,7 +304,7 @@ def copy_backup(
 # What else a replica needs to stand in for the primary, besides the archives: the safe
 # marks of the catalog (failsafe.recovery: `catalog/<backup id>/<n>.safe`, sealed, only ever
 # added) and the anchors of the audit chain (archive/anchors.py).
-CATALOG_DIR = "catalog"
+CATALOG_DIR = files.CATALOG_DIR
 
 
 @dataclass

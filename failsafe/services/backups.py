@@ -213,7 +213,15 @@ def repair(*, actor: Actor, backup_id=None, progress: Progress | None = None) ->
             checked_chunks: set[bytes] = set()
             results = _verify_each(backups, checked_chunks=checked_chunks)
             damaged = [result.backup for result in results if not result.ok]
-            report = archives.repair(damaged, checked_chunks=checked_chunks) if damaged else None
+            report = (
+                archives.repair(
+                    damaged,
+                    checked_chunks=checked_chunks,
+                    other_sources=replicas.chunk_sources(),
+                )
+                if damaged
+                else None
+            )
             if report and report.rewritten:
                 again = _verify_each(damaged, checked_chunks=checked_chunks)
                 by_backup = {result.backup.pk: result for result in again}

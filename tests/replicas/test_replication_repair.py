@@ -1,8 +1,8 @@
 """A replica as the source that repairs the primary: a chunk damaged on the primary, whose
 rows are no longer live, is rewritten from the copy an S3 replica (moto over HTTP) holds.
 
-The store takes the replicas as repair sources here; `failsafe_verify --repair` offers them
-once archives.repair passes replicas.chunk_sources() along with the live data."""
+The store takes the replicas as repair sources after the live data; `failsafe_verify
+--repair` offers them (replicas.chunk_sources())."""
 
 import json
 from pathlib import Path
@@ -80,3 +80,22 @@ def test_a_replica_that_is_down_offers_nothing_and_fails_nothing(
 
     assert list(report.damaged) == [damaged.name]
     assert report.rewritten == {}
+
+
+def test_verify_repair_rewrites_the_primary_from_the_replica(
+    superadmin, population, settings, s3_replica_url
+):
+    settings.FAILSAFE_REPLICAS = [f"offsite={s3_replica_url}"]
+    backup_id = json.loads(run("failsafe_backup", "--json"))["BackupId"]
+    users, licenses = population
+    for license_ in licenses:
+        license_.delete()  # live data can no longer give these chunks back
+    primary = Path(settings.FAILSAFE_BACKUP_DIR)
+    for path in (primary / "chunks").rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
+
+    repaired = json.loads(run("failsafe_verify", "--repair", "--json"))
+
+    assert repaired["Valid"] is True, repaired
+    assert f"{backup_id}  OK" in run("failsafe_verify")
