@@ -437,7 +437,7 @@ class TerminalRequestSerializer(serializers.Serializer):
         allow_blank=True,
         trim_whitespace=False,
         default="",
-        help_text='One line of the seed\'s terminal language, e.g. "failsafe status".',
+        help_text='One line of the failsafe\'s terminal language, e.g. "failsafe status".',
     )
     failsafe_password = secret_field(
         required=False, allow_blank=True, help_text="For `failsafe restore <id>`."

@@ -429,9 +429,9 @@ class TerminalView(FailsafeView):
 
     @extend_schema(
         tags=["failsafe"],
-        summary="Run one line of the seed's terminal language",
+        summary="Run one line of the failsafe's terminal language",
         description=(
-            "The response body is the seed's JSON object itself (PascalCase), exactly as "
+            "The response body is the terminal language's JSON object itself (PascalCase), exactly as "
             "`manage.py failsafe_terminal -c` prints it. A refusal is "
             '`{"Success": false, "Error": "..."}` with the status code of the same refusal '
             "elsewhere in the API. Secrets the command asks for are given in the body: "
@@ -441,7 +441,7 @@ class TerminalView(FailsafeView):
         ),
         request=api.TerminalRequestSerializer,
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The seed's JSON answer."),
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The terminal language's JSON answer."),
             400: OpenApiResponse(
                 OpenApiTypes.OBJECT,
                 description="Empty, oversized (over 1000 characters) or unknown command, "

@@ -23,7 +23,7 @@ class FailsafeCommand(BaseCommand):
         parser.add_argument(
             "--user", metavar="USERNAME", help="the acting SuperAdmin (default: the only one)"
         )
-        parser.add_argument("--json", action="store_true", help="print the seed's JSON shape")
+        parser.add_argument("--json", action="store_true", help="print the JSON the terminal language answers")
 
     def handle(self, *args, **options):
         self.options = options
@@ -44,7 +44,7 @@ class FailsafeCommand(BaseCommand):
         raise NotImplementedError("each failsafe command implements run()")
 
     def emit(self, payload: dict, human: str | None = None) -> None:
-        """The seed's JSON with --json; otherwise the human text (or the JSON, indented)."""
+        """The terminal language's JSON with --json; otherwise the human text (or the JSON, indented)."""
         if self.options.get("json") or human is None:
             self.stdout.write(json.dumps(payload, indent=2, default=str))
         else:

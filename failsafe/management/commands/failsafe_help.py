@@ -25,7 +25,7 @@ MANAGE_COMMANDS = [
 
 
 class Command(FailsafeCommand):
-    help = "The failsafe commands, as the seed's help_failsafe shows them."
+    help = "The failsafe commands, as the terminal's help_failsafe shows them."
 
     def run(self, actor, **options):
         self.emit(seed.help(COMMANDS), text.help(COMMANDS, MANAGE_COMMANDS))

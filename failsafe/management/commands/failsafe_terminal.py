@@ -9,7 +9,7 @@ from failsafe.terminal import run_command
 
 
 class Command(FailsafeCommand):
-    help = "Speak the seed's terminal language: one command per line, or one with -c."
+    help = "Speak the failsafe's terminal language: one command per line, or one with -c."
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
