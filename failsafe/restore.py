@@ -32,7 +32,7 @@ from .conf import setting
 from .diff import ADDED, MODIFIED, REMOVED, RowDiff, diff_rows, paired_sections
 from .exceptions import CascadeRefused, RestoreVerificationFailed, SchemaMismatch
 from .restore_sql import SqlTable
-from .snapshot import ModelSpec, Section, model_label, record_namer
+from .snapshot import ModelSpec, Section, iso, model_label, record_namer
 
 # Inserts, updates and deletes buffered per model before they are written.
 WRITE_BATCH = 1000
@@ -359,7 +359,7 @@ class _ModelRestore:
         for model, instances in collector.data.items():
             if model._meta.concrete_model not in self.scope and instances:
                 first = sorted(instances, key=lambda obj: obj.pk)[:CASCADE_EXAMPLES]
-                examples = [str(obj) for obj in first]
+                examples = [_example(obj) for obj in first]
                 hits.append(CascadeHit(model_label(model), len(instances), examples))
         for query in collector.fast_deletes:
             model = query.model
@@ -367,7 +367,7 @@ class _ModelRestore:
                 continue
             count = query.count()
             if count:
-                examples = [str(obj) for obj in query.order_by("pk")[:CASCADE_EXAMPLES]]
+                examples = [_example(obj) for obj in query.order_by("pk")[:CASCADE_EXAMPLES]]
                 hits.append(CascadeHit(model_label(model), count, examples))
         return hits
 
@@ -479,6 +479,14 @@ class _ModelRestore:
 
 
 # --- the passes ----------------------------------------------------------------------
+
+
+def _example(obj) -> str:
+    """How a record a cascade would delete is named in the plan. An API token is named by its
+    user and creation time: its own text is the token's digest."""
+    if isinstance(obj, AuthToken):
+        return f"API token of {obj.user} created {iso(obj.created, timespec='seconds')}"
+    return str(obj)
 
 
 def _admin_log_entries(collector: Collector) -> list[LogEntry]:

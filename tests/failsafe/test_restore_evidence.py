@@ -53,3 +53,20 @@ def test_the_admin_log_a_restore_cascades_away_is_kept_in_the_audit_trail(
     # Kept before the restore's own event, which says it succeeded.
     restore_event = AuditEvent.objects.filter(action="failsafe.restore", outcome="SUCCESS").get()
     assert restore_event.seq > evidence[-1].seq
+
+
+@pytest.mark.django_db
+def test_a_cascade_into_api_tokens_names_them_by_user_never_by_digest(
+    actor, armed, population, keyset
+):
+    from knox.models import AuthToken
+
+    safe = services.create_backup(actor=actor)
+    mallory = UserFactory(username="mallory")
+    token, _ = AuthToken.objects.create(user=mallory)
+
+    preview = services.restore(actor=actor, backup_id=safe.id, dry_run=True)
+
+    (hit,) = [hit for hit in preview.plan.cascades if hit.model == "knox.authtoken"]
+    assert hit.examples[0].startswith("API token of mallory created ")
+    assert token.digest not in " ".join(hit.examples)
