@@ -17,3 +17,9 @@ def as_json(value) -> str:
 def lookup(mapping, key):
     """mapping[key], or None: for dicts keyed by data, such as per-actor counts."""
     return (mapping or {}).get(key)
+
+
+@register.filter
+def without_app(app_list, app_label: str):
+    """The admin index's app list less one app (the failsafe's has its own box)."""
+    return [app for app in app_list or [] if app.get("app_label") != app_label]

@@ -70,6 +70,9 @@ def test_a_superadmin_sees_the_failsafe_links_in_the_admin_index(root_client, ba
     assert reverse("admin:failsafe_auditevent_changelist") in index
     assert reverse("admin:failsafe") in index
     assert reverse("failsafe:terminal") in index
+    # One Failsafe box, not the app's own list beside it.
+    assert index.count(f'href="{reverse("admin:failsafe_backup_changelist")}"') == 1
+    assert 'id="failsafe-module"' in index
     for page in _failsafe_pages(backup):
         assert root_client.get(page).status_code == 200, page
 
