@@ -154,6 +154,24 @@ def test_users_deleted_in_the_admin_come_back_through_the_restore_confirmation(p
     page.locator("#toggle-nav-sidebar").click()
     page.set_viewport_size({"width": 1280, "height": 560})
     page.screenshot(path=str(screenshot_path("backups.png")))
+    # At 1280 px every column of both lists is on the page, none cut off at the right.
+    for path, columns in (
+        ("/admin/failsafe/backup/", ("Size", "Status", "Replicas")),
+        ("/admin/failsafe/auditevent/", ("Outcome", "Ip address")),
+    ):
+        page.goto(path)
+        table = page.locator("#result_list")
+        for column in columns:
+            header = table.locator("thead th", has_text=column).first
+            box = header.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 1280, (path, column, box)
+    page.screenshot(path=str(screenshot_path("audit.png")))
+    # A backup's page: the object tools do not cover its title.
+    page.goto(f"/admin/failsafe/backup/{safe.pk}/change/")
+    page.screenshot(path=str(screenshot_path("backup.png")))
+    title = page.locator("#content > h2").first.bounding_box()
+    tools = page.locator(".object-tools").bounding_box()
+    assert title["y"] + title["height"] <= tools["y"] or tools["x"] >= title["x"] + title["width"]
 
 
 def test_the_terminal_shows_the_restore_plan_and_cancel_cancels(page):
