@@ -65,6 +65,15 @@ class ServerLicense(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # The SuperAdmin who acts at the command line when several exist (an attacker may have
+    # created the second one): recorded by the first run's bootstrap.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

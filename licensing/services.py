@@ -134,3 +134,22 @@ def set_failsafe_password(*, password: str, user, current_password: str | None =
         ]
     )
     return replaced
+
+
+def license_owner():
+    """The SuperAdmin the server license names as its owner, or None."""
+    return get_server_license().owner
+
+
+@transaction.atomic
+def set_owner(user, *, replace: bool = False) -> bool:
+    """Name `user` the server license's owner; only when there is none unless `replace`.
+    Returns whether the owner changed."""
+    server_license = _locked_server_license()
+    if server_license.owner_id is not None and not replace:
+        return False
+    if server_license.owner_id == user.pk:
+        return False
+    server_license.owner = user
+    server_license.save(update_fields=["owner"])
+    return True

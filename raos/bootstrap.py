@@ -35,6 +35,7 @@ class BootstrapResult:
     passkey: str | None = None
     demo_users_created: int = 0
     demo_licenses_created: int = 0
+    owner_changed: bool = False
     # The archive keyset file created by this run, if any.
     keyset_created: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -52,8 +53,11 @@ def bootstrap(
     password: str | None = None,
     demo: int = 0,
     rotate_passkey: bool = False,
+    make_owner: bool = False,
 ) -> BootstrapResult:
-    """Raises LicensingError (the name is taken), ValidationError (a weak chosen password)
+    """`make_owner` names the SuperAdmin the server license's owner even if it has one.
+
+    Raises LicensingError (the name is taken), ValidationError (a weak chosen password)
     or FailsafeError (backups need the keyset that is missing), each before anything is
     changed."""
     failsafe.check_keyset_creatable()
@@ -63,6 +67,7 @@ def bootstrap(
         password=password,
         demo=demo,
         rotate_passkey=rotate_passkey,
+        make_owner=make_owner,
     )
     # After the accounts' transaction, so a refused name leaves no keyset behind; the
     # keyset's creation is audited on its own.
@@ -73,7 +78,13 @@ def bootstrap(
 
 @transaction.atomic
 def _set_up_accounts(
-    *, username: str, email: str, password: str | None, demo: int, rotate_passkey: bool
+    *,
+    username: str,
+    email: str,
+    password: str | None,
+    demo: int,
+    rotate_passkey: bool,
+    make_owner: bool = False,
 ) -> BootstrapResult:
     User = get_user_model()
     user = User.objects.filter(username=username).first()
@@ -97,6 +108,9 @@ def _set_up_accounts(
         raise SuperAdminNameTaken(username)
 
     result.passkey = services.issue_passkey(rotate=rotate_passkey)
+    # The first SuperAdmin bootstrapped owns the server license: the command line acts as
+    # it when several SuperAdmins exist. A later run leaves the owner as it is.
+    result.owner_changed = services.set_owner(user, replace=make_owner)
     if demo:
         result.demo_users_created, result.demo_licenses_created = _top_up_demo_data(demo)
     return result

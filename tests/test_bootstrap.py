@@ -142,3 +142,20 @@ def test_with_backups_a_lost_keyset_is_never_replaced_and_a_wrong_one_is_named()
     text = StringIO()
     call_command("raos_bootstrap", "--superadmin", "root", stdout=text)
     assert f"The keyset lacks key {backup.key_id}" in text.getvalue()
+
+
+def test_the_first_superadmin_owns_the_license_and_make_owner_hands_it_over():
+    from licensing.services import license_owner
+
+    bootstrap()
+    assert license_owner().username == "root"
+    call_command(
+        "raos_bootstrap", "--superadmin", "second", "--no-input", "--json", stdout=StringIO()
+    )
+    assert license_owner().username == "root"
+    out = StringIO()
+    call_command(
+        "raos_bootstrap", "--superadmin", "second", "--make-owner", "--no-input", stdout=out
+    )
+    assert "second owns the server license now." in out.getvalue()
+    assert license_owner().username == "second"

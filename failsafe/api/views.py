@@ -431,9 +431,10 @@ class TerminalView(FailsafeView):
         tags=["failsafe"],
         summary="Run one line of the failsafe's terminal language",
         description=(
-            "The response body is the terminal language's JSON object itself (PascalCase), exactly as "
-            "`manage.py failsafe_terminal -c` prints it. A refusal is "
-            '`{"Success": false, "Error": "..."}` with the status code of the same refusal '
+            "The response body is the terminal language's JSON object itself (PascalCase), "
+            "exactly as `manage.py failsafe_terminal -c` prints it. A refusal is "
+            '`{"Success": false, "Message": "...", "Error": "..."}` (and `Action` where the '
+            "original FailsafeModule has one) with the status code of the same refusal "
             "elsewhere in the API. Secrets the command asks for are given in the body: "
             "`failsafe_password` for `failsafe restore` and `failsafe marksafe` (never on "
             "the line). A refusal never quotes the line beyond its command words, backup id "
@@ -441,7 +442,9 @@ class TerminalView(FailsafeView):
         ),
         request=api.TerminalRequestSerializer,
         responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="The terminal language's JSON answer."),
+            200: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="The terminal language's JSON answer."
+            ),
             400: OpenApiResponse(
                 OpenApiTypes.OBJECT,
                 description="Empty, oversized (over 1000 characters) or unknown command, "

@@ -21,14 +21,21 @@ from ..render.text import one_line
 class FailsafeCommand(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
-            "--user", metavar="USERNAME", help="the acting SuperAdmin (default: the only one)"
+            "--user",
+            metavar="USERNAME",
+            help="the acting SuperAdmin (default: the only one, else the server license's owner)",
         )
-        parser.add_argument("--json", action="store_true", help="print the JSON the terminal language answers")
+        parser.add_argument(
+            "--json", action="store_true", help="print the JSON the terminal language answers"
+        )
 
     def handle(self, *args, **options):
         self.options = options
         try:
             user = services.resolve_superadmin(options.get("user"))
+            if not options.get("user"):
+                # Who acts is never a surprise: on stderr, so scripts still read the result.
+                self.stderr.write(f"Acting as {user.get_username()} (--user names another)")
             actor = services.Actor(user=user, source=AuditEvent.Source.CLI)
             self.run(actor, **options)
         except REFUSALS as exc:
@@ -44,7 +51,8 @@ class FailsafeCommand(BaseCommand):
         raise NotImplementedError("each failsafe command implements run()")
 
     def emit(self, payload: dict, human: str | None = None) -> None:
-        """The terminal language's JSON with --json; otherwise the human text (or the JSON, indented)."""
+        """The terminal language's JSON with --json; otherwise the human text (or the JSON,
+        indented)."""
         if self.options.get("json") or human is None:
             self.stdout.write(json.dumps(payload, indent=2, default=str))
         else:

@@ -63,13 +63,19 @@ def resolve_superadmin(username: str | None = None):
             raise NotSuperAdmin(f"No such user: {username}")
         return user
     superadmins = list(User.objects.filter(role=Role.SUPERADMIN, is_active=True)[:2])
-    if len(superadmins) != 1:
-        raise NotSuperAdmin(
-            "No SuperAdmin exists: run manage.py raos_bootstrap --superadmin NAME"
-            if not superadmins
-            else "Several SuperAdmins exist: name the acting one with --user USERNAME"
-        )
-    return superadmins[0]
+    if not superadmins:
+        raise NotSuperAdmin("No SuperAdmin exists: run manage.py raos_bootstrap --superadmin NAME")
+    if len(superadmins) == 1:
+        return superadmins[0]
+    # In an incident the second SuperAdmin may be the attacker's: the server license's owner
+    # acts unless another is named.
+    owner = licensing.license_owner()
+    if owner is not None and owner.is_active and owner.role == Role.SUPERADMIN:
+        return owner
+    raise NotSuperAdmin(
+        "Several SuperAdmins exist and the server license names no owner among them: name "
+        "the acting one with --user USERNAME"
+    )
 
 
 @contextmanager

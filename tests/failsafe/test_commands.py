@@ -302,3 +302,23 @@ def test_comparing_a_backup_with_live_reads_from_the_backup_to_now(superadmin, p
     assert (compared["Baseline"], compared["Current"]) == (f"backup {backup_id}", "live now")
     text = run("failsafe_compare", backup_id, "--against", "live", "--user", "root")
     assert f"From backup {backup_id} to live now" in text
+
+
+@pytest.mark.django_db
+def test_with_several_superadmins_the_license_owner_acts_and_is_named(keyset, capsys):
+    from licensing import services as licensing
+    from tests.factories import SuperAdminFactory
+
+    owner = SuperAdminFactory(username="owner")
+    licensing.set_owner(owner)
+    SuperAdminFactory(username="intruder")  # created during the incident
+    licensing.issue_passkey()
+
+    run("failsafe_backup", "--reason", "by the owner")
+    assert Backup.objects.get().created_by_username == "owner"
+    assert "Acting as owner" in capsys.readouterr().err
+    run("failsafe_backup", "--user", "intruder")
+    assert Backup.objects.filter(created_by_username="intruder").exists()
+    # A second bootstrap never hands the ownership to someone else.
+    assert licensing.set_owner(SuperAdminFactory(username="third")) is False
+    assert licensing.license_owner() == owner

@@ -23,6 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--email", default="")
         parser.add_argument("--demo", type=int, default=0, metavar="N", help="add N demo users")
         parser.add_argument("--rotate-passkey", action="store_true")
+        parser.add_argument(
+            "--make-owner",
+            action="store_true",
+            help="name this SuperAdmin the server license's owner: the one the failsafe "
+            "commands act as when several SuperAdmins exist",
+        )
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--no-input", "--noinput", action="store_false", dest="interactive")
 
@@ -36,6 +42,7 @@ class Command(BaseCommand):
                 password=self._superadmin_password(options),
                 demo=options["demo"],
                 rotate_passkey=options["rotate_passkey"],
+                make_owner=options["make_owner"],
             )
         except ValidationError as exc:
             raise CommandError("SuperAdmin password refused: " + " ".join(exc.messages)) from None
@@ -73,6 +80,8 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(printed, indent=2))
 
     def _print_text(self, result: BootstrapResult, *, demo: int):
+        if result.owner_changed:
+            self.stdout.write(f"{result.username} owns the server license now.")
         if result.superadmin_created:
             self.stdout.write(self.style.SUCCESS(f"SuperAdmin created: {result.username}"))
             if result.generated_password:
