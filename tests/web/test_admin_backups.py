@@ -271,3 +271,12 @@ def test_marking_safe_a_backup_with_issues_lists_them_and_asks_to_accept(
     assert "1 backup marked as safe." in accepted.content.decode()
     damaged.refresh_from_db()
     assert damaged.is_safe
+
+
+def test_the_list_shows_short_ids_with_the_whole_id_on_hover(root_client, safe_backup):
+    page = root_client.get(CHANGELIST).content.decode()
+    full = str(safe_backup.pk)
+    assert f'<code title="{full}">{full[:8]}</code>' in page
+    # The short id names the backup at every door, as a prefix.
+    prefix_page = reverse("admin:failsafe_backup_compare", args=[full[:8]])
+    assert root_client.get(prefix_page).status_code == 200
