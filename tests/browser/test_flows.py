@@ -210,3 +210,43 @@ def test_the_terminal_shows_the_restore_plan_and_cancel_cancels(page):
     page.get_by_role("button", name="Restore").click()
     expect(page.locator(".screen")).to_contain_text("Backup restoration completed")
     assert User.objects.filter(username="dave").exists()
+
+
+def test_marking_safe_in_the_admin_confirms_with_the_issues_and_staff_learn_why_not(page):
+    from tests.factories import AdminFactory
+
+    superadmin = SuperAdminFactory(username="root")
+    licensing.issue_passkey()
+    licensing.set_failsafe_password(password=FAILSAFE_PASSWORD, user=superadmin)
+    for name in ("alice", "bob", "dave"):
+        UserFactory(username=name)
+    actor = services.Actor(user=superadmin, source=AuditEvent.Source.CLI)
+    safe = services.create_backup(actor=actor, reason="known good")
+    services.mark_safe(actor=actor, backup_id=safe.pk, password=FAILSAFE_PASSWORD)
+    User.objects.filter(username="dave").delete()
+    damaged = services.create_backup(actor=actor, reason="after the incident")
+
+    log_in(page, "/admin/login/", "root", DEFAULT_PASSWORD)
+    page.goto("/admin/failsafe/backup/")
+    page.locator(f"input[name=_selected_action][value='{damaged.pk}']").check()
+    page.select_option("select[name=action]", "mark_safe_action")
+    page.get_by_role("button", name="Go").click()
+    page.fill("#id_failsafe_password", FAILSAFE_PASSWORD)
+    page.get_by_role("button", name="Yes, mark as safe").click()
+    issues = page.locator("#mark-safe-issues")
+    expect(issues).to_contain_text("User count decreased: 4 -> 3")
+    page.screenshot(path=str(screenshot_path("mark-safe-issues.png")))
+    page.fill("#id_failsafe_password", FAILSAFE_PASSWORD)
+    page.check("#id_accept_issues")
+    page.get_by_role("button", name="Yes, mark as safe").click()
+    expect(page.locator(".messagelist")).to_contain_text("1 backup marked as safe.")
+    damaged.refresh_from_db()
+    assert damaged.is_safe
+
+    # A staff member who is not a SuperAdmin is told why, not shown a bare 403.
+    page.context.clear_cookies()
+    AdminFactory(username="staff")
+    log_in(page, "/admin/login/", "staff", DEFAULT_PASSWORD)
+    page.goto("/admin/failsafe/backup/")
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    expect(page.locator("#content-main")).to_contain_text("for SuperAdmins only")
