@@ -25,7 +25,8 @@ from .snapshot import Section, Snapshot, iso
 logger = logging.getLogger(__name__)
 
 
-def _location(backup: Backup) -> dict:
+def location(backup: Backup) -> dict:
+    """What the store needs to find and check a backup's archive."""
     return {
         "name": backup.archive_name,
         "sha256": backup.archive_sha256,
@@ -137,7 +138,7 @@ def write(backup: Backup, *, state: dict, sections: Iterable[Section]) -> Archiv
             "catalog": _catalog_record(backup),
         },
         sections=sections,
-        previous=_location(previous) if previous else None,
+        previous=location(previous) if previous else None,
         chunk_index=DatabaseChunkIndex(),
         reverify_seconds=float(setting("CHUNK_REVERIFY_SECONDS")),
     )
@@ -153,13 +154,13 @@ def write(backup: Backup, *, state: dict, sections: Iterable[Section]) -> Archiv
 @contextmanager
 def open_sections(backup: Backup) -> Iterator[Iterable[Section]]:
     """The backup's sections, read once; raises ArchiveCorrupt for a damaged archive."""
-    with get_store().open(**_location(backup)) as reader:
+    with get_store().open(**location(backup)) as reader:
         yield reader.sections()
 
 
 @contextmanager
 def open_snapshot(backup: Backup) -> Iterator[Snapshot]:
-    with get_store().open(**_location(backup)) as reader:
+    with get_store().open(**location(backup)) as reader:
         yield Snapshot(str(backup.id), reader.meta.get("state", backup.state), reader.sections())
 
 
@@ -173,8 +174,8 @@ def open_pair(baseline: Backup, current: Backup) -> Iterator[tuple[Snapshot, Sna
     """
     store = get_store()
     with (
-        store.open(**_location(baseline)) as old_reader,
-        store.open(**_location(current)) as new_reader,
+        store.open(**location(baseline)) as old_reader,
+        store.open(**location(current)) as new_reader,
     ):
         shared = shared_chunks(old_reader, new_reader)
         yield (
@@ -198,7 +199,7 @@ def verify(backup: Backup, *, checked_chunks: set[bytes] | None = None) -> dict[
     """
     with stage(f"Verify backup {str(backup.id)[:8]}", rows_counted(backup.state)):
         return get_store().verify(
-            **_location(backup), checked_chunks=checked_chunks, chunk_index=DatabaseChunkIndex()
+            **location(backup), checked_chunks=checked_chunks, chunk_index=DatabaseChunkIndex()
         )
 
 
@@ -213,7 +214,7 @@ def repair(
     """
     with stage("Repair damaged chunks", None):
         return get_store().repair(
-            archives=[_location(backup) for backup in backups],
+            archives=[location(backup) for backup in backups],
             checked_chunks=checked_chunks,
             sources=[LIVE_DATA, *other_sources],
             chunk_index=DatabaseChunkIndex(),
@@ -235,7 +236,7 @@ def collect_garbage(*, grace_seconds: int, dry_run: bool) -> GarbageReport:
     store = get_store()
     return store.collect_garbage(
         manifests=[
-            _location(backup)
+            location(backup)
             for backup in Backup.objects.exclude(archive_name="")
             if store.shares_parts(backup.archive_name)
         ],

@@ -25,6 +25,7 @@ from django.core.files.storage import Storage, storages
 from django.utils import timezone
 from storages.backends.sftpstorage import SFTPStorage
 
+from . import archives
 from .archive import get_store, locations, replication
 from .archive.garbage import GarbageReport
 from .conf import setting
@@ -121,16 +122,6 @@ def retention() -> replication.Retention | None:
     return replication.Retention(mode=str(mode).upper(), days=setting("REPLICA_LOCK_DAYS"))
 
 
-def _location(backup: Backup) -> dict:
-    # The same four facts archives.py gives the store for the primary.
-    return {
-        "name": backup.archive_name,
-        "sha256": backup.archive_sha256,
-        "backup_id": str(backup.id),
-        "key_id": backup.key_id,
-    }
-
-
 def _why(exc: BaseException) -> str:
     if isinstance(exc, FailsafeError):
         return one_line(exc)
@@ -208,7 +199,7 @@ def _copy_each(backups: list[Backup], rows: list[BackupReplica], replica: Replic
             report = replication.copy_backup(
                 primary,
                 storage,
-                location=_location(backup),
+                location=archives.location(backup),
                 retention=lock,
                 recheck=row.status == BackupReplica.Status.FAILED,
             )
@@ -250,7 +241,7 @@ def verify(backup: Backup, replica: Replica, storage: Storage) -> dict[str, int]
     ArchiveCorrupt."""
     row = _record(backup, replica)
     try:
-        counts = replication.verify(storage, location=_location(backup))
+        counts = replication.verify(storage, location=archives.location(backup))
     except FailsafeError as exc:
         _fail([row], f"Verification of the replica's copy failed: {one_line(exc)}")
         raise
@@ -377,7 +368,7 @@ def delete(backup: Backup) -> list[ReplicaCleanup]:
 def collect_garbage(*, grace_seconds: int, dry_run: bool) -> list[ReplicaCleanup]:
     """The garbage collector on every replica, keeping what is still retained."""
     manifests = [
-        _location(backup)
+        archives.location(backup)
         for backup in Backup.objects.exclude(archive_name="")
         if get_store().shares_parts(backup.archive_name)
     ]

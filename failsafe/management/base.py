@@ -32,12 +32,7 @@ class FailsafeCommand(BaseCommand):
     def handle(self, *args, **options):
         self.options = options
         try:
-            user = services.resolve_superadmin(options.get("user"))
-            if not options.get("user"):
-                # Who acts is never a surprise: on stderr, so scripts still read the result.
-                self.stderr.write(f"Acting as {user.get_username()} (--user names another)")
-            actor = services.Actor(user=user, source=AuditEvent.Source.CLI)
-            self.run(actor, **options)
+            self.run(self.acting(options), **options)
         except REFUSALS as exc:
             raise CommandError(one_line(exc)) from None
         except (CommandError, KeyboardInterrupt):
@@ -46,6 +41,14 @@ class FailsafeCommand(BaseCommand):
             # Not a refusal of the services (they convert their own failures): a failure in
             # the command itself is still one line, not a traceback.
             raise CommandError(one_line(as_refusal(exc, doing="The command"))) from None
+
+    def acting(self, options) -> services.Actor:
+        """The acting SuperAdmin: the one --user names, the only one, or the license's owner."""
+        user = services.resolve_superadmin(options.get("user"))
+        if not options.get("user"):
+            # Who acts is never a surprise: on stderr, so scripts still read the result.
+            self.stderr.write(f"Acting as {user.get_username()} (--user names another)")
+        return services.Actor(user=user, source=AuditEvent.Source.CLI)
 
     def run(self, actor, **options):
         raise NotImplementedError("each failsafe command implements run()")

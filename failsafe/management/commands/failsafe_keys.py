@@ -1,10 +1,8 @@
 from django.core.management.base import CommandError
 
 from failsafe import services
-from failsafe.exceptions import REFUSALS
 from failsafe.management.base import FailsafeCommand
 from failsafe.render import seed, text
-from failsafe.render.text import one_line
 
 ACTIONS = ("status", "rotate", "export", "import")
 
@@ -38,16 +36,12 @@ class Command(FailsafeCommand):
             "both come from stdin)",
         )
 
-    def handle(self, *args, **options):
+    def acting(self, options) -> services.Actor:
         if options["action"] != "import":
-            return super().handle(*args, **options)
+            return super().acting(options)
         # A new installation has no SuperAdmin yet: the import is then the system's own,
         # from this shell.
-        self.options = options
-        try:
-            self.run(services.key_import_actor(options.get("user")), **options)
-        except REFUSALS as exc:
-            raise CommandError(one_line(exc)) from None
+        return services.key_import_actor(options.get("user"))
 
     def run(self, actor, *, action, file, password_stdin, passphrase_stdin, **options):
         if action in ("export", "import") and not file:

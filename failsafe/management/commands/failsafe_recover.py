@@ -1,10 +1,7 @@
-from django.core.management.base import CommandError
 
 from failsafe import services
-from failsafe.exceptions import REFUSALS, as_refusal
 from failsafe.management.base import FailsafeCommand
 from failsafe.render import seed, text
-from failsafe.render.text import one_line
 
 
 class Command(FailsafeCommand):
@@ -25,18 +22,10 @@ class Command(FailsafeCommand):
         )
         parser.add_argument("--password-stdin", action="store_true")
 
-    def handle(self, *args, **options):
+    def acting(self, options) -> services.Actor:
         # A new installation has no SuperAdmin yet: the recovery is then the system's own,
         # from this shell, as the key import before it.
-        self.options = options
-        try:
-            self.run(services.recovery_actor(options.get("user")), **options)
-        except REFUSALS as exc:
-            raise CommandError(one_line(exc)) from None
-        except (CommandError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            raise CommandError(one_line(as_refusal(exc, doing="The recovery"))) from None
+        return services.recovery_actor(options.get("user"))
 
     def run(self, actor, *, source, dry_run, password_stdin, **options):
         password = None
