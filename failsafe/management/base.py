@@ -45,9 +45,13 @@ class FailsafeCommand(BaseCommand):
     def acting(self, options) -> services.Actor:
         """The acting SuperAdmin: the one --user names, the only one, or the license's owner."""
         user = services.resolve_superadmin(options.get("user"))
-        if not options.get("user"):
-            # Who acts is never a surprise: on stderr, so scripts still read the result.
-            self.stderr.write(f"Acting as {user.get_username()} (--user names another)")
+        if not options.get("user") and services.several_superadmins():
+            # With several SuperAdmins, who acts is never a surprise: said on stderr, so a
+            # script still reads only the result on stdout.
+            self.stderr.write(
+                f"Acting as {user.get_username()}, the server license's owner "
+                "(--user names another SuperAdmin)"
+            )
         return services.Actor(user=user, source=AuditEvent.Source.CLI)
 
     def run(self, actor, **options):

@@ -25,7 +25,7 @@ from .backups import (
     verify,
 )
 from .comparing import compare, mark_safe, trigger
-from .guards import Actor, resolve_superadmin
+from .guards import Actor, resolve_superadmin, several_superadmins
 from .keys import (
     check_keyset_creatable,
     export_keys,
@@ -96,6 +96,7 @@ __all__ = [
     "repair",
     "replicate",
     "resolve_superadmin",
+    "several_superadmins",
     "restore",
     "rotate_keys",
     "set_failsafe_password",

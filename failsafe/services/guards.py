@@ -54,6 +54,12 @@ class Actor:
         return getattr(self.user, "username", "") or ""
 
 
+def several_superadmins() -> bool:
+    """Whether more than one active SuperAdmin exists (a command then names who acts)."""
+    User = get_user_model()
+    return User.objects.filter(role=Role.SUPERADMIN, is_active=True).count() > 1
+
+
 def resolve_superadmin(username: str | None = None):
     """The acting SuperAdmin for a command: the one named, or the only one there is."""
     User = get_user_model()
