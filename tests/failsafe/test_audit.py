@@ -311,23 +311,17 @@ def test_deleting_the_actor_keeps_the_event_unchanged():
     assert audit.verify_chain().ok
 
 
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_appends_never_fork_the_chain():
-    if connection.vendor == "sqlite" and connection.creation.is_in_memory_db(
-        connection.settings_dict["NAME"]
-    ):
-        # Threads share one in-memory database through SQLite's shared cache, whose table
-        # locks fail at once instead of waiting: not how two server processes meet.
-        pytest.skip("needs a database that separate connections can share")
-    writers = 4
-    per_writer = 5
+def append_concurrently(writers: int, per_writer: int, *, record=None) -> None:
+    """`writers` threads, each on its own connection, append `per_writer` events at once
+    (with `record`, default record_events)."""
+    record = record or record_events
     start = threading.Barrier(writers)
     failures = []
 
     def append_some():
         try:
             start.wait()
-            record_events(per_writer)
+            record(per_writer)
         except Exception as exc:  # reported below, with the main thread's assertion
             failures.append(exc)
         finally:
@@ -338,8 +332,19 @@ def test_concurrent_appends_never_fork_the_chain():
         thread.start()
     for thread in threads:
         thread.join()
-
     assert failures == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_appends_never_fork_the_chain():
+    if connection.vendor == "sqlite" and connection.creation.is_in_memory_db(
+        connection.settings_dict["NAME"]
+    ):
+        # Threads share one in-memory database through SQLite's shared cache, whose table
+        # locks fail at once instead of waiting: not how two server processes meet.
+        pytest.skip("needs a database that separate connections can share")
+    writers, per_writer = 4, 5
+    append_concurrently(writers, per_writer)
     assert list(AuditEvent.objects.values_list("seq", flat=True)) == list(
         range(1, writers * per_writer + 1)
     )

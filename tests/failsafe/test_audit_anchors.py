@@ -10,13 +10,12 @@ import io
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test.utils import override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +23,8 @@ from django.utils import timezone
 from failsafe import audit, services
 from failsafe.archive import get_store
 from failsafe.models import AuditEvent, Backup
+
+from .test_audit import append_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,25 +120,7 @@ def test_concurrent_writers_anchor_every_event_on_a_line_of_its_own(settings):
     ):
         pytest.skip("needs a database that separate connections can share")
     writers, per_writer = 4, 5
-    start = threading.Barrier(writers)
-    failures = []
-
-    def append_some():
-        try:
-            start.wait()
-            record_events(per_writer)
-        except Exception as exc:  # reported below, with the main thread's assertion
-            failures.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=append_some) for _ in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert failures == []
+    append_concurrently(writers, per_writer, record=record_events)
     lines = anchor_file(settings).read_text().splitlines()
     stored = dict(AuditEvent.objects.values_list("seq", "hash"))
     assert sorted(lines) == sorted(f"{seq} {mac}" for seq, mac in stored.items())
