@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 
 from django.utils import timezone
@@ -95,17 +96,8 @@ def verify_audit_chain(*, actor: Actor) -> audit.ChainVerification:
     with audited(actor, ACTION_VERIFY_AUDIT) as details:
         require_superadmin(actor)
         result = audit.verify_chain()
-        details.update(
-            ok=result.ok,
-            checked=result.checked,
-            first_broken_seq=result.first_broken_seq,
-            reason=result.reason,
-            anchored_seq=result.anchored_seq,
-            unanchored=result.unanchored,
-            deleted_after=result.deleted_after,
-            wiped=result.wiped,
-            unreadable_anchors=result.unreadable_anchors,
-        )
+        # What the check found, field for field: the audit list shows the latest one.
+        details.update(dataclasses.asdict(result))
         return result
 
 

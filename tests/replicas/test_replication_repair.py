@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.management.base import CommandError
 
-from failsafe import replicas
+from failsafe import archives, replicas
 from failsafe.archive import get_store
 from failsafe.models import Backup, BackupReplica
 from tests.helpers import run
@@ -38,14 +38,7 @@ def test_a_chunk_damaged_on_the_primary_is_rewritten_from_the_replica(
         run("failsafe_verify")
 
     report = get_store().repair(
-        archives=[
-            {
-                "name": backup.archive_name,
-                "sha256": backup.archive_sha256,
-                "backup_id": str(backup.id),
-                "key_id": backup.key_id,
-            }
-        ],
+        archives=[archives.location(backup)],
         checked_chunks=set(),
         sources=replicas.chunk_sources(),
     )
@@ -66,14 +59,7 @@ def test_a_replica_that_is_down_offers_nothing_and_fails_nothing(
     damaged.write_bytes(b"garbage")
 
     report = get_store().repair(
-        archives=[
-            {
-                "name": backup.archive_name,
-                "sha256": backup.archive_sha256,
-                "backup_id": str(backup.id),
-                "key_id": backup.key_id,
-            }
-        ],
+        archives=[archives.location(backup)],
         checked_chunks=set(),
         sources=replicas.chunk_sources(),
     )
