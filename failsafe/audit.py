@@ -72,6 +72,10 @@ class ChainVerification:
     unreadable_anchors: int = field(default=0, compare=False)
 
 
+# The name the trail gives the failsafe acting by itself (a schedule, the drift watch).
+SYSTEM_USERNAME = "system"
+
+
 def record(
     *,
     action: str,
@@ -107,7 +111,11 @@ def record(
         actor = None  # AnonymousUser: nobody to name
     content = {
         "actor_id": actor.pk if actor is not None else None,
-        "actor_username": actor.get_username()[:150] if actor is not None else "",
+        "actor_username": (
+            actor.get_username()[:150]
+            if actor is not None
+            else (SYSTEM_USERNAME if source == AuditEvent.Source.SYSTEM else "")
+        ),
         "source": source,
         "action": printable(action)[:64],
         # Targets may echo what a user typed (an invalid backup id); the column holds 255.

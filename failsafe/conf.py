@@ -34,6 +34,40 @@ DEFAULTS = {
     # to such a replica is retained (cannot be deleted or overwritten) for REPLICA_LOCK_DAYS.
     "REPLICA_LOCK_MODE": None,
     "REPLICA_LOCK_DAYS": 30,
+    # --- Operations (issue 11) ---
+    # Retention, grandfather-father-son as restic's `forget`: the newest keep_last backups, and
+    # the newest backup of each of the last keep_hourly hours, keep_daily days, ... Safe
+    # backups (the newest KEEP_SAFE and any pinned), unreviewed EMERGENCY backups and
+    # PRE_RESTORE backups younger than KEEP_PRE_RESTORE_DAYS are never forgotten.
+    "RETENTION": {
+        "keep_last": 24,
+        "keep_hourly": 48,
+        "keep_daily": 14,
+        "keep_weekly": 8,
+        "keep_monthly": 12,
+        "keep_yearly": 3,
+    },
+    "KEEP_SAFE": 3,
+    "KEEP_PRE_RESTORE_DAYS": 30,
+    # Anomaly detection over each model's change counts: the last ANOMALY_HISTORY intervals
+    # (at least ANOMALY_MIN_HISTORY of them) give a median and a MAD; a count above
+    # median + ANOMALY_MAD_FACTOR x MAD, and above median + ANOMALY_FLOOR, is an anomaly.
+    "ANOMALY_HISTORY": 48,
+    "ANOMALY_MIN_HISTORY": 6,
+    "ANOMALY_MAD_FACTOR": 5,
+    "ANOMALY_FLOOR": 10,
+    # Notifications: extra e-mail recipients (SuperAdmins with an address always get them)
+    # and JSON webhooks, each a URL or {"url": ..., "secret_env": "NAME"} (the HMAC key is read
+    # from that environment variable, never from settings files). The same event is sent at
+    # most once per NOTIFY_REPEAT_SECONDS.
+    "NOTIFY_EMAILS": [],
+    "NOTIFY_WEBHOOKS": [],
+    "NOTIFY_REPEAT_SECONDS": 60 * 60,
+    "NOTIFY_TIMEOUT_SECONDS": 10,
+    # A backup is overdue when none succeeded in OVERDUE_FACTOR x the scheduled backup's
+    # interval; a drill older than DRILL_MAX_AGE_SECONDS makes /health/ fail.
+    "OVERDUE_FACTOR": 2,
+    "DRILL_MAX_AGE_SECONDS": 2 * 24 * 60 * 60,
 }
 
 

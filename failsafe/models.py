@@ -50,6 +50,21 @@ class Backup(models.Model):
     audit_head_seq = models.BigIntegerField(null=True, blank=True)
     audit_head_hash = models.CharField(max_length=64, blank=True)
 
+    # Retention (failsafe.retention) never forgets a pinned backup.
+    pinned = models.BooleanField(default=False)
+    # An EMERGENCY backup is kept until a person has looked at it: marked it safe, or
+    # acknowledged it (failsafe_prune --acknowledge / the admin).
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by_username = models.CharField(max_length=150, blank=True)
+    # Per captured model, what changed since the previous complete backup, as counts
+    # ({"accounts.user": {"added": 3, "removed": 0, "modified": 1, "role_changes": 0,
+    # "password_changes": 1}, ...}) with "_since" (the previous backup's time) and
+    # "_previous" (its id): what the anomaly rule learns each model's usual churn from.
+    change_counts = models.JSONField(default=dict, blank=True)
+    # The investigation made when this backup was taken by a trigger (a person's or the drift
+    # watch's), as plain data (investigate.Investigation.to_data): readable later.
+    investigation = models.JSONField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         get_latest_by = "created_at"
@@ -201,3 +216,89 @@ class BackupReplica(models.Model):
 
     def __str__(self):
         return f"backup {self.backup_id} on {self.replica}: {self.status}"
+
+
+class Drill(models.Model):
+    """One restore drill: a backup restored into a scratch database and checked row by row."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "RUNNING", "Running"
+        PASSED = "PASSED", "Passed"
+        FAILED = "FAILED", "Failed"
+
+    # The drilled backup; the drill's record outlives the backup (retention may forget it).
+    backup = models.ForeignKey(
+        Backup, on_delete=models.SET_NULL, null=True, blank=True, related_name="drills"
+    )
+    backup_label = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    # Where it was restored: "sqlite (temporary file)" or the PostgreSQL database's name.
+    scratch_database = models.CharField(max_length=255, blank=True)
+    rows_checked = models.BigIntegerField(default=0)
+    # Per captured model: rows expected (from the archive) and found, and what differed.
+    models_checked = models.JSONField(default=dict, blank=True)
+    # Why it failed, one line.
+    error = models.TextField(blank=True)
+    started_by_username = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self):
+        return f"drill of {self.backup_label or self.backup_id}: {self.outcome}"
+
+
+class Notification(models.Model):
+    """One event the failsafe told someone about (or held back as a repeat), and how each
+    channel took it. Never a secret in any field."""
+
+    class Outcome(models.TextChoices):
+        SENT = "SENT", "Sent"
+        PARTIAL = "PARTIAL", "Sent to some channels"
+        FAILED = "FAILED", "Failed"
+        SUPPRESSED = "SUPPRESSED", "Repeat, not sent"
+        NO_CHANNEL = "NO_CHANNEL", "No channel configured"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The kind of event: "emergency", "anomaly", "backup_failed", "backup_overdue",
+    # "drill_failed", "replica", "lockout", "restore", "test".
+    event = models.CharField(max_length=32, db_index=True)
+    # What makes two events "the same" for the once-an-hour rule.
+    key = models.CharField(max_length=255, db_index=True)
+    subject = models.CharField(max_length=255)
+    body = models.TextField(blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    # One entry per channel: {"channel": "email"|"webhook", "to": ..., "ok": bool, "error": ""}.
+    deliveries = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.event}: {self.subject} ({self.outcome})"
+
+
+class WatchRun(models.Model):
+    """One pass of the drift watch: what it found against the last safe backup."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    baseline_backup_id = models.UUIDField(null=True, blank=True)
+    # The issue texts the comparison found, and those no earlier watch had seen.
+    issues = models.JSONField(default=list, blank=True)
+    new_issues = models.JSONField(default=list, blank=True)
+    # Anomalies (failsafe.anomaly) found in the newest change counts, in plain words.
+    anomalies = models.JSONField(default=list, blank=True)
+    emergency_backup = models.ForeignKey(
+        Backup, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self):
+        return f"drift watch {self.created_at:%Y-%m-%d %H:%M:%S}: {len(self.new_issues)} new"

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
+    "django_celery_beat",
     "accounts",
     "licensing",
     "failsafe",
@@ -211,3 +212,35 @@ FAILSAFE_BACKUP_DIR = env.str("FAILSAFE_BACKUP_DIR", default=str(VAR_DIR / "back
 # Replicas of the backup store: storage URLs (file://, s3://, sftp://), comma-separated;
 # an entry may be named NAME=URL (see README "Storage and replicas").
 FAILSAFE_REPLICAS = env.list("FAILSAFE_REPLICAS", default=[])
+
+# --- Jobs (Celery) -----------------------------------------------------------------------
+# The embedded default needs nothing installed: kombu's filesystem transport, its queue under
+# var/celery/. CELERY_BROKER_URL=redis://127.0.0.1:6379/0 moves it to Redis (any number of
+# workers). Schedules are django-celery-beat rows, edited in the admin.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_QUEUE_DIR = Path(env.str("CELERY_QUEUE_DIR", default=str(VAR_DIR / "celery")))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_QUEUE_DIR / "queue"),
+        "data_folder_out": str(CELERY_QUEUE_DIR / "queue"),
+        "control_folder": str(CELERY_QUEUE_DIR / "control"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# --- Telling someone ---------------------------------------------------------------------
+# EMAIL_URL, e.g. smtp://user:pass@mail.example.com:587/?tls=True (django-environ); by default
+# mail goes to the console, so nothing is lost silently on a fresh machine.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="raos-failsafe@localhost")
+# /health/ and /metrics answer a request with this bearer token, or from these addresses
+# (IPs or networks); with neither set they answer loopback only.
+MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
+MONITORING_ALLOW = env.list("MONITORING_ALLOW", default=["127.0.0.1", "::1"])

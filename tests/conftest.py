@@ -6,6 +6,8 @@ from licensing import services as licensing
 from tests.factories import FAILSAFE_PASSWORD, LicenseFactory, SuperAdminFactory, UserFactory
 
 # The real S3, SFTP and file servers of the replica tests, for any test that asks for them.
+# The SMTP server and webhook endpoint of the notification tests.
+from tests.receivers import mailbox, smtp_server, webhook_receiver  # noqa: F401
 from tests.servers import (  # noqa: F401
     file_replica_url,
     s3,
