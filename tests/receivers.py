@@ -72,7 +72,8 @@ def mailbox(smtp_server, settings):
 @dataclass
 class Received:
     path: str
-    headers: dict
+    # Case-insensitive, as HTTP header names are (an email.message.Message).
+    headers: object
     body: bytes
 
 
@@ -86,7 +87,7 @@ class WebhookReceiver:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                receiver.requests.append(Received(self.path, dict(self.headers), body))
+                receiver.requests.append(Received(self.path, self.headers, body))
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
