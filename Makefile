@@ -23,16 +23,24 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	chmod 600 .env
 
 var:
-	mkdir -p var/static var/backups
+	mkdir -p var/static var/backups var/celery/queue var/celery/control
 
 setup: $(VENV)/.installed .env var
 
 migrate: setup
 	$(PY) manage.py migrate --noinput
 
+# The schedules (failsafe backups, retention, drift watch, drills...) run in one Celery
+# worker with beat inside it, on the broker CELERY_BROKER_URL names (by default folders
+# under var/celery, nothing to install); it stops when the web server does.
+WORKER := $(VENV)/bin/celery -A raos worker --beat --scheduler django_celery_beat.schedulers:DatabaseScheduler -l info --concurrency 1
+
 run: migrate
 	$(PY) manage.py raos_bootstrap --superadmin $(SUPERADMIN) --no-input
-	@echo "Serving on http://$(HOST)/ (admin at http://$(HOST)/admin/)"
+	@echo "Serving on http://$(HOST)/ (admin at http://$(HOST)/admin/), schedules in a Celery worker"
+	@$(WORKER) & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT; \
+	trap 'exit 130' INT TERM; \
 	$(PY) manage.py runserver $(HOST)
 
 # The browser tests drive Debian's Chromium: installed here when missing and running as

@@ -25,6 +25,29 @@ class UserAdmin(DjangoUserAdmin):
     )
 
 
+class SuperAdminOnlyMixin:
+    """For a ModelAdmin (another app's, too): its pages are for active SuperAdmins only,
+    whatever Django permissions a staff account holds; a SuperAdmin keeps the rights the
+    admin class gives."""
+
+    def has_module_permission(self, request):
+        return is_superadmin(request.user) and super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return is_superadmin(request.user) and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request, *args, **kwargs):
+        return is_superadmin(request.user) and super().has_add_permission(
+            request, *args, **kwargs
+        )
+
+    def has_change_permission(self, request, obj=None):
+        return is_superadmin(request.user) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return is_superadmin(request.user) and super().has_delete_permission(request, obj)
+
+
 class SuperAdminReadOnlyAdmin(admin.ModelAdmin):
     """Visible to SuperAdmins only, and never added, changed or deleted through the admin."""
 

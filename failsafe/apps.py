@@ -10,8 +10,10 @@ class FailsafeConfig(AppConfig):
         from django.contrib.auth.signals import user_login_failed
 
         # checks registers the deployment checks by being imported.
-        from . import checks, logins  # noqa: F401
+        from . import checks, logins, signals  # noqa: F401
 
         # Failed logins and lockouts at every login door go to the audit trail.
         user_login_failed.connect(logins.audit_failed_login, dispatch_uid="failsafe.login")
         user_locked_out.connect(logins.audit_lockout, dispatch_uid="failsafe.lockout")
+        # ...and a lockout tells someone.
+        user_locked_out.connect(signals.notify_login_lockout, dispatch_uid="failsafe.notify")

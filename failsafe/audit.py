@@ -75,6 +75,14 @@ class ChainVerification:
 # The name the trail gives the failsafe acting by itself (a schedule, the drift watch).
 SYSTEM_USERNAME = "system"
 
+# The actions that change captured records, which the investigation reads back from the
+# trail to say who changed what: a restore (its details say `dry_run` and, per model label,
+# the rows it inserted, updated and deleted as `changes`), and an admin log entry a
+# restore's cascade deleted, kept as evidence (its details: `record`, "<label> #<pk> <repr>";
+# `by`, `when`, `flag`, `change`).
+ACTION_RESTORE = "failsafe.restore"
+ACTION_EVIDENCE = "failsafe.restore.evidence"
+
 
 def record(
     *,

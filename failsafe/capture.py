@@ -166,27 +166,33 @@ def row_blocks(
         cursor.close()
 
 
-def _m2m_pairs(model, field_name) -> Iterator[tuple]:
+def _m2m_pairs(model, field_name, using: str | None = None) -> Iterator[tuple]:
     field = model._meta.get_field(field_name)
     through = field.remote_field.through
     source = field.m2m_field_name()
     target = field.m2m_reverse_field_name()
     src_col, dst_col = f"{source}_id", f"{target}_id"
-    pairs = through._default_manager.order_by(src_col, dst_col)
+    pairs = through._default_manager.db_manager(using).order_by(src_col, dst_col)
     for block in row_blocks(pairs, (src_col, dst_col)):
         yield from block
 
 
-def live_rows(model: type[models.Model], spec: ModelSpec | None = None) -> Iterator[list]:
-    """Rows of `model` in primary-key order, each with its sorted many-to-many pks appended."""
+def live_rows(
+    model: type[models.Model], spec: ModelSpec | None = None, *, using: str | None = None
+) -> Iterator[list]:
+    """Rows of `model` in primary-key order, each with its sorted many-to-many pks appended.
+
+    `using` reads another database than the default (a restore drill's scratch database).
+    """
     spec = spec or spec_for(model)
-    blocks = row_blocks(model._default_manager.order_by(spec.fields[0]), spec.fields)
+    rows = model._default_manager.db_manager(using).order_by(spec.fields[0])
+    blocks = row_blocks(rows, spec.fields)
     if not spec.m2m:
         for block in blocks:
             yield from block
         return
     # One ordered stream per many-to-many field, merged in as the parent rows go by.
-    pair_streams = [_m2m_pairs(model, name) for name in spec.m2m]
+    pair_streams = [_m2m_pairs(model, name, using) for name in spec.m2m]
     pending = [next(stream, None) for stream in pair_streams]
     for block in blocks:
         for row in block:
@@ -205,10 +211,10 @@ def live_rows(model: type[models.Model], spec: ModelSpec | None = None) -> Itera
             yield row
 
 
-def live_sections() -> Iterator[Section]:
+def live_sections(*, using: str | None = None) -> Iterator[Section]:
     for model in captured_models():
         spec = spec_for(model)
-        yield Section(spec, live_rows(model, spec))
+        yield Section(spec, live_rows(model, spec, using=using))
 
 
 @contextmanager

@@ -1,22 +1,27 @@
 """Compare a snapshot with the last safe one: what changed, and which changes are alarming.
 
 Both snapshots are streamed through the merge-join of diff.py, so memory stays flat however
-big the tables are: we keep counters, and name at most DETAIL_LIMIT records per list.
+big the tables are: we keep counters, and name at most DETAIL_LIMIT records per list. The one
+other thing kept is bounded too: the names of records relations point at that were removed,
+added or renamed (NAMES_KEPT per model), so a license can say its owner was "alice" after
+alice was deleted.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 
 from accounts.models import Role
 from licensing.models import License
 
+from .capture import captured_models
 from .conf import setting
 from .diff import ADDED, MODIFIED, REMOVED, RowDiff, diff_rows, paired_sections
 from .exceptions import SchemaMismatch
@@ -27,6 +32,7 @@ from .snapshot import (
     is_secret_column,
     json_safe,
     model_label,
+    natural_key_field,
     record_namer,
 )
 
@@ -55,18 +61,44 @@ _SUPERADMIN = Role.SUPERADMIN.value
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One column of a modified record; a secret column says only that it changed."""
+    """One column of a modified record; a secret column says only that it changed.
+
+    A relation (a foreign key, a many-to-many field) is named by its field ("owner", not
+    "owner_id") and its values are the natural keys of the records it points at (a list of
+    them for a many-to-many field; None when it points at nothing).
+    """
 
     name: str
     old: object = None  # JSON-safe
     new: object = None
     secret: bool = False
+    relation: bool = False
+    # The change is only the consequence of the records it pointed at being removed.
+    follows_deletion: bool = False
 
 
 @dataclass(frozen=True)
 class ModifiedRecord:
     record: str  # its natural key
     fields: list[FieldChange]
+
+    @property
+    def follows_deletions_only(self) -> bool:
+        """Nothing changed but relations to records removed in the same comparison."""
+        return bool(self.fields) and all(change.follows_deletion for change in self.fields)
+
+
+@dataclass
+class Consequence:
+    """The records of one model that changed only because the records a relation of theirs
+    pointed at were removed: one line ("12 licenses lost their owner when their users were
+    deleted") where the detail would have a line per record."""
+
+    field: str  # the relation's name
+    target: str  # the model label of the removed records
+    count: int
+    records: list[str]  # natural keys, DETAIL_LIMIT at most
+    summary: str
 
 
 @dataclass
@@ -86,6 +118,23 @@ class ModelDifference:
     removed: RecordList
     modified: RecordList
     truncated: bool  # some records were counted but not named
+    consequences: list[Consequence] = field(default_factory=list)
+
+    @property
+    def listed_modified(self) -> list[ModifiedRecord]:
+        """The modified records a person reads one by one: those no consequence summarises."""
+        return [record for record in self.modified.records if not record.follows_deletions_only]
+
+
+@dataclass(frozen=True)
+class ChangedRecord:
+    """One record the comparison names as added, removed or modified."""
+
+    label: str
+    pk: object
+    name: str  # its natural key
+    kind: str  # ADDED, REMOVED or MODIFIED
+    follows_deletions_only: bool = False  # see ModifiedRecord
 
 
 @dataclass
@@ -116,6 +165,33 @@ class ComparisonResult:
     @property
     def current_label(self) -> str | None:
         return _side_label(self.current_name)
+
+    def changed_records(self) -> list[ChangedRecord]:
+        """The records the details name, each with its primary key.
+
+        `affected_pks` lists a model's pks in the order its details name the records (added,
+        then removed, then modified), both taken from the same tallies; a stored comparison
+        keeps both lists, so this holds for it too.
+        """
+        records = []
+        for label, pks in self.affected_pks.items():
+            difference = self.details.get(label)
+            named = []
+            if difference is not None:
+                named += [(ADDED, name, False) for name in difference.added.records]
+                named += [(REMOVED, name, False) for name in difference.removed.records]
+                named += [
+                    (MODIFIED, record.record, record.follows_deletions_only)
+                    for record in difference.modified.records
+                ]
+            if len(named) != len(pks):
+                # Not the shape this module builds: name the records by their pks only.
+                named = [(MODIFIED, f"#{pk}", False) for pk in pks]
+            records += [
+                ChangedRecord(label, pk, name, kind, follows)
+                for pk, (kind, name, follows) in zip(pks, named, strict=True)
+            ]
+        return records
 
     @classmethod
     def no_safe_backup(cls) -> ComparisonResult:
@@ -199,44 +275,280 @@ def _drain(rows: Iterable) -> None:
     collections.deque(rows, maxlen=0)
 
 
+# --- naming the records a relation points at -------------------------------------------
+
+# How many removed, added and renamed records of one model are remembered by name while the
+# snapshots stream: a relation's target removed since the baseline is named by the baseline
+# only. Past this many, such a target is shown by its pk, and a change that followed its
+# removal is shown as a change of its own rather than summarised.
+NAMES_KEPT = 100_000
+# Relation targets named from the live database, this many per query.
+LOOKUP_BATCH = 500
+_BASELINE, _CURRENT = "baseline", "current"
+
+
+def _pk_key(value) -> str:
+    # One spelling of a pk from either side: an archive and the live database may differ.
+    return str(value)
+
+
+@dataclass(frozen=True)
+class _Relation:
+    column: str  # in the spec: "owner_id", or a many-to-many field's name
+    index: int
+    name: str  # "owner"
+    verbose: str
+    target: str  # the label of the model it points at
+    many: bool
+
+
+def _relations(spec: ModelSpec) -> list[_Relation]:
+    try:
+        meta = apps.get_model(spec.label)._meta
+    except (LookupError, ValueError):
+        return []
+    columns = {name: i for i, name in enumerate(spec.columns)}
+    relations = []
+    for model_field, column, many in [
+        *((f, f.attname, False) for f in meta.concrete_fields),
+        *((f, f.name, True) for f in meta.many_to_many),
+    ]:
+        if model_field.is_relation and model_field.related_model and column in columns:
+            relations.append(
+                _Relation(
+                    column=column,
+                    index=columns[column],
+                    name=model_field.name,
+                    verbose=str(model_field.verbose_name),
+                    target=model_label(model_field.related_model),
+                    many=many,
+                )
+            )
+    return relations
+
+
+def _relation_targets() -> set[str]:
+    """The labels of the models a captured model's relations point at."""
+    try:
+        models = captured_models()
+    except (LookupError, ValueError):
+        return set()
+    return {
+        model_label(f.related_model)
+        for model in models
+        for f in [*model._meta.concrete_fields, *model._meta.many_to_many]
+        if f.is_relation and f.related_model
+    }
+
+
+class _KnownNames:
+    """One model's records whose names the live database may not give as the snapshots do:
+    those removed (named as the baseline had them), added, and renamed."""
+
+    def __init__(self):
+        self.names: dict[str, dict[str, str]] = {_BASELINE: {}, _CURRENT: {}}
+        self.removed: set[str] = set()
+        self.kept = 0
+
+    def keep(self, row_diff: RowDiff, name_of: Callable[[list], str]) -> None:
+        if self.kept >= NAMES_KEPT:
+            return
+        pk = _pk_key(row_diff.pk)
+        if row_diff.kind == REMOVED:
+            self.removed.add(pk)
+            self.names[_BASELINE][pk] = name_of(row_diff.baseline)
+        elif row_diff.kind == ADDED:
+            self.names[_CURRENT][pk] = name_of(row_diff.current)
+        else:
+            old, new = name_of(row_diff.baseline), name_of(row_diff.current)
+            if old == new:
+                return
+            self.names[_BASELINE][pk], self.names[_CURRENT][pk] = old, new
+        self.kept += 1
+
+
+class _Directory:
+    """Names the records relations point at: as the snapshots knew them where the live
+    database may not (removed, added, renamed records), else as the live database does,
+    else by pk ("#42")."""
+
+    def __init__(self, targets: set[str]):
+        self.known = {label: _KnownNames() for label in targets}
+
+    def was_removed(self, label: str, pk) -> bool:
+        known = self.known.get(label)
+        return known is not None and _pk_key(pk) in known.removed
+
+    def names(self, label: str, side: str, pks: set[str]) -> dict[str, str]:
+        known = self.known.get(label)
+        kept = known.names[side] if known is not None else {}
+        found = {pk: kept[pk] for pk in pks if pk in kept}
+        found.update(_live_names(label, sorted(pks - set(found))))
+        return found
+
+
+def _live_names(label: str, pks: list[str]) -> dict[str, str]:
+    if not pks:
+        return {}
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError):
+        return {}
+    key_field = natural_key_field(model) or "pk"
+    names = {}
+    for start in range(0, len(pks), LOOKUP_BATCH):
+        batch = pks[start : start + LOOKUP_BATCH]
+        try:
+            rows = list(model._default_manager.filter(pk__in=batch).values_list("pk", key_field))
+        except (TypeError, ValueError, ValidationError):
+            continue  # pks this model cannot hold: they stay named by pk
+        for pk, name in rows:
+            # As record_namer names a record: by its natural key, by its pk where it has none.
+            names[_pk_key(pk)] = str(name) if name not in (None, "") else _pk_key(pk)
+    return names
+
+
+def _consequence_line(label: str, relation: _Relation, count: int) -> str:
+    singular, plural = _model_nouns(label)
+    target_singular, target_plural = _model_nouns(relation.target)
+    records = _plural(count, singular, plural)
+    if relation.many:
+        return f"{records} lost {relation.verbose} when those {target_plural} were deleted"
+    if count == 1:
+        return f"{records} lost its {relation.verbose} when its {target_singular} was deleted"
+    return f"{records} lost their {relation.verbose} when their {target_plural} were deleted"
+
+
 # --- one model's record-level difference ----------------------------------------------
 
 
 class _ModelDiff:
-    def __init__(self, spec: ModelSpec, limit: int):
+    def __init__(self, spec: ModelSpec, limit: int, directory: _Directory):
         self.spec = spec
+        self.limit = limit
         self.index = {name: i for i, name in enumerate(spec.columns)}
         self.key = record_namer(spec)
+        self.directory = directory
+        self.relations = {relation.column: relation for relation in _relations(spec)}
+        self.known = directory.known.get(spec.label)  # when relations point at this model
         self.added = _Tally(limit)  # of (pk, key)
         self.removed = _Tally(limit)  # of (pk, key)
-        self.modified = _Tally(limit)  # of (pk, ModifiedRecord)
+        # Of (pk, (key, [(column, old, new)], columns that followed a deletion)): the field
+        # detail is built at the end, when the records relations point at can be named.
+        self.modified = _Tally(limit)
+        self.consequences: dict[str, _Tally] = {}  # relation column -> record keys
 
     def add(self, row_diff: RowDiff) -> None:
+        if self.known is not None:
+            self.known.keep(row_diff, self.key)
         if row_diff.kind == ADDED:
             self.added.add((row_diff.pk, self.key(row_diff.current)))
         elif row_diff.kind == REMOVED:
             self.removed.add((row_diff.pk, self.key(row_diff.baseline)))
         elif row_diff.kind == MODIFIED:
-            # Only build the field detail of records we are going to show.
-            record = self._modified_record(row_diff) if self.modified.has_room else None
-            self.modified.add((row_diff.pk, record))
-
-    def _modified_record(self, row_diff: RowDiff) -> ModifiedRecord:
-        fields = []
-        for name in row_diff.changed_columns(self.spec):
-            if is_secret_column(name):
-                fields.append(FieldChange(name, secret=True))
-            else:
-                i = self.index[name]
-                fields.append(
-                    FieldChange(
-                        name, json_safe(row_diff.baseline[i]), json_safe(row_diff.current[i])
-                    )
+            followed = self._followed_deletions(row_diff)
+            for column in followed:
+                self.consequences.setdefault(column, _Tally(self.limit)).add(
+                    self.key(row_diff.current)
                 )
-        return ModifiedRecord(self.key(row_diff.current), fields)
+            # Only keep the field detail of records we are going to show.
+            pending = self._pending(row_diff, followed) if self.modified.has_room else None
+            self.modified.add((row_diff.pk, pending))
+
+    def _followed_deletions(self, row_diff: RowDiff) -> list[str]:
+        """The relation columns whose change is only that what they pointed at was removed
+        (the database cleared them). A model's relations to itself are left out: its own
+        removals are not all known while its rows stream."""
+        followed = []
+        for relation in self.relations.values():
+            if relation.target == self.spec.label:
+                continue
+            old, new = row_diff.baseline[relation.index], row_diff.current[relation.index]
+            if old == new:
+                continue
+            if relation.many:
+                old_pks, new_pks = set(old or ()), set(new or ())
+                lost = old_pks - new_pks
+                if (
+                    lost
+                    and new_pks <= old_pks
+                    and all(self.directory.was_removed(relation.target, pk) for pk in lost)
+                ):
+                    followed.append(relation.column)
+            elif new is None and self.directory.was_removed(relation.target, old):
+                followed.append(relation.column)
+        return followed
+
+    def _pending(self, row_diff: RowDiff, followed: list[str]) -> tuple:
+        changes = [
+            (name, row_diff.baseline[self.index[name]], row_diff.current[self.index[name]])
+            for name in row_diff.changed_columns(self.spec)
+        ]
+        return self.key(row_diff.current), changes, followed
+
+    def _relation_names(self) -> dict[tuple[str, str], dict[str, str]]:
+        """For the records to show: the names of what their changed relations point at, per
+        (target label, side)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for _, (_, changes, _) in self.modified.items:
+            for column, old, new in changes:
+                relation = self.relations.get(column)
+                if relation is None or is_secret_column(column):
+                    continue
+                for side, value in ((_BASELINE, old), (_CURRENT, new)):
+                    pks = value if relation.many else [value]
+                    wanted.setdefault((relation.target, side), set()).update(
+                        _pk_key(pk) for pk in pks or () if pk is not None
+                    )
+        return {
+            (target, side): self.directory.names(target, side, pks)
+            for (target, side), pks in wanted.items()
+        }
+
+    def _modified_records(self) -> list[ModifiedRecord]:
+        names = self._relation_names()
+
+        def named(relation: _Relation, side: str, value):
+            known = names.get((relation.target, side), {})
+
+            def one(pk) -> str:
+                return known.get(_pk_key(pk), f"#{pk}")
+
+            if relation.many:
+                return sorted(one(pk) for pk in value or ())
+            return None if value is None else one(value)
+
+        records = []
+        for _, (key, changes, followed) in self.modified.items:
+            fields = []
+            for column, old, new in changes:
+                relation = self.relations.get(column)
+                if is_secret_column(column):
+                    fields.append(FieldChange(column, secret=True))
+                elif relation is not None:
+                    fields.append(
+                        FieldChange(
+                            relation.name,
+                            named(relation, _BASELINE, old),
+                            named(relation, _CURRENT, new),
+                            relation=True,
+                            follows_deletion=column in followed,
+                        )
+                    )
+                else:
+                    fields.append(FieldChange(column, json_safe(old), json_safe(new)))
+            records.append(ModifiedRecord(key, fields))
+        return records
 
     def pks(self) -> list:
         return [pk for tally in (self.added, self.removed, self.modified) for pk, _ in tally.items]
+
+    def _consequences(self) -> list[tuple[_Relation, _Tally]]:
+        return [
+            (relation, self.consequences[column])
+            for column, relation in self.relations.items()
+            if column in self.consequences
+        ]
 
     def difference(self) -> ModelDifference:
         def listed(tally: _Tally) -> RecordList:
@@ -246,13 +558,23 @@ class _ModelDiff:
             label=self.spec.label,
             added=listed(self.added),
             removed=listed(self.removed),
-            modified=listed(self.modified),
+            modified=RecordList(self.modified.count, self._modified_records()),
             truncated=self.added.truncated or self.removed.truncated or self.modified.truncated,
+            consequences=[
+                Consequence(
+                    field=relation.name,
+                    target=relation.target,
+                    count=tally.count,
+                    records=list(tally.items),
+                    summary=_consequence_line(self.spec.label, relation, tally.count),
+                )
+                for relation, tally in self._consequences()
+            ],
         )
 
     def change_lines(self) -> list[str]:
         singular, plural = _model_nouns(self.spec.label)
-        return [
+        lines = [
             f"{_plural(tally.count, singular, plural)} {verb}"
             for tally, verb in (
                 (self.added, "added"),
@@ -261,6 +583,12 @@ class _ModelDiff:
             )
             if tally.count
         ]
+        # One line for what followed a removal, however many records it touched.
+        lines += [
+            _consequence_line(self.spec.label, relation, tally.count)
+            for relation, tally in self._consequences()
+        ]
+        return lines
 
 
 # --- watchers: the alarming patterns in one model's differences -------------------------
@@ -446,7 +774,9 @@ def _spec_difference(old: ModelSpec, new: ModelSpec) -> str:
     return ", ".join(extra + missing) or "same columns in another order"
 
 
-def _compare_section(old: Section, new: Section, result: _Builder, limit: int) -> None:
+def _compare_section(
+    old: Section, new: Section, result: _Builder, limit: int, directory: _Directory
+) -> None:
     if old.spec != new.spec:
         _drain(old.rows)
         _drain(new.rows)
@@ -456,7 +786,7 @@ def _compare_section(old: Section, new: Section, result: _Builder, limit: int) -
             f"({_spec_difference(old.spec, new.spec)})"
         )
         return
-    model_diff = _ModelDiff(old.spec, limit)
+    model_diff = _ModelDiff(old.spec, limit, directory)
     watch = _watch_for(old.spec, limit)
     for row_diff in diff_rows(old.rows, new.rows):
         model_diff.add(row_diff)
@@ -479,11 +809,12 @@ def compare(
     """
     limit = setting("DETAIL_LIMIT")
     result = _Builder()
+    directory = _Directory(_relation_targets())
     _compare_counts(baseline.state, current.state, result)
     _compare_schema(baseline.state, current.state, result)
     try:
         for old_section, new_section in paired_sections(baseline.sections, current.sections):
-            _compare_section(old_section, new_section, result, limit)
+            _compare_section(old_section, new_section, result, limit, directory)
     except SchemaMismatch as exc:
         result.issue(SCHEMA_DIFFERS, f"Record-level comparison stopped: {exc}")
     return ComparisonResult(

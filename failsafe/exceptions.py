@@ -34,6 +34,10 @@ class BackupNotFound(FailsafeError):
     """No backup has that id."""
 
 
+class NoSafeBackupYet(BackupNotFound):
+    """A scheduled operation needs a safe backup and none is marked: nothing to do yet."""
+
+
 class BackupNotUsable(FailsafeError):
     """The backup exists but did not complete, so it has no trustworthy archive."""
 
@@ -72,6 +76,23 @@ class CascadeRefused(FailsafeError):
     }
 
 
+class InvalidSelection(FailsafeError):
+    """A selective restore names an unknown model or record, nothing at all, or records whose
+    restoring would leave a reference dangling."""
+
+
+class RestoreConflict(FailsafeError):
+    """A selective restore meets a unique value held by another record, or (unaccepted) a
+    selected record changed again after the damage."""
+
+    remedies = {
+        "--accept-conflicts": {
+            "api": '"accept_conflicts": true',
+            "admin": 'the box "Restore the selected records despite the conflicts"',
+        }
+    }
+
+
 class LockedOut(FailsafeError, PermissionDenied):
     """Too many wrong secrets: attempts are refused until the cool-off ends."""
 
@@ -92,6 +113,10 @@ class ConfirmationRequired(FailsafeError):
     """A dangerous option was given without the typed confirmation it needs."""
 
 
+class InvalidRetentionPolicy(FailsafeError):
+    """FAILSAFE["RETENTION"], KEEP_SAFE or KEEP_PRE_RESTORE_DAYS is not a valid setting."""
+
+
 class RestoreVerificationFailed(FailsafeError):
     """After restoring, the database did not match the backup; everything was rolled back."""
 
@@ -102,6 +127,10 @@ class InvalidStorageUrl(FailsafeError):
 
 class StorageUnreachable(FailsafeError):
     """A storage does not answer: host down, credentials refused, bucket or directory missing."""
+
+
+class InvestigationNotFound(FailsafeError):
+    """The backup keeps no investigation: it was not taken by a trigger or the drift watch."""
 
 
 

@@ -73,6 +73,14 @@ class RestoreForm(forms.Form):
         required=False,
         max_length=64,
     )
+    force_password_reset = forms.BooleanField(
+        label="Make the accounts listed above change their password at their next login",
+        required=False,
+    )
+    accept_conflicts = forms.BooleanField(
+        label="Restore the selected records despite the conflicts",
+        required=False,
+    )
 
 
 class MarkSafeForm(forms.Form):
@@ -81,6 +89,12 @@ class MarkSafeForm(forms.Form):
         label="Mark it safe even if its comparison with the last safe backup has issues",
         required=False,
     )
+
+
+class PasswordConfirmForm(forms.Form):
+    """An admin action that lets retention delete what it kept (unpin, acknowledge)."""
+
+    failsafe_password = _secret_field("Failsafe password", autocomplete="current-password")
 
 
 class CompareForm(forms.Form):

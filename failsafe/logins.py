@@ -78,13 +78,19 @@ def audit_failed_login(sender, credentials, request=None, **kwargs) -> None:
     _record(request, ACTION_LOGIN_FAILED, get_client_username(request, credentials), {})
 
 
-def audit_lockout(sender, request, username, ip_address, **kwargs) -> None:
-    """Receives axes' user_locked_out when a failure crosses the limit.
+def failures_starting_lockout(request) -> int | None:
+    """The failures counted when axes' user_locked_out started a lockout; None for a login
+    refused while one lasts.
 
-    axes sends it again for every login refused while the lockout lasts; only the one that
-    counted a failure (axes_failures_since_start is set then) starts a lockout.
+    axes sends the signal again for every login refused while the lockout lasts; only the
+    one that counted a failure (axes_failures_since_start is set then) starts a lockout.
     """
-    failures = getattr(request, "axes_failures_since_start", None)
+    return getattr(request, "axes_failures_since_start", None)
+
+
+def audit_lockout(sender, request, username, ip_address, **kwargs) -> None:
+    """Receives axes' user_locked_out when a failure crosses the limit (once per lockout)."""
+    failures = failures_starting_lockout(request)
     if failures is None:
         return
     _record(

@@ -250,6 +250,24 @@ class Drill(models.Model):
     def __str__(self):
         return f"drill of {self.backup_label or self.backup_id}: {self.outcome}"
 
+    @property
+    def passed(self) -> bool:
+        return self.outcome == self.Outcome.PASSED
+
+    @property
+    def summary(self) -> str:
+        """The drill in one line (what the scheduled task reports)."""
+        backup = f"backup {(self.backup_label or str(self.backup_id or '?'))[:8]}"
+        if self.outcome == self.Outcome.PASSED:
+            return (
+                f"Restore drill of {backup} passed: {self.rows_checked} rows of "
+                f"{len(self.models_checked or {})} models restored and checked "
+                f"({self.scratch_database})"
+            )
+        if self.outcome == self.Outcome.FAILED:
+            return f"Restore drill of {backup} failed: {self.error}"
+        return f"Restore drill of {backup} is running"
+
 
 class Notification(models.Model):
     """One event the failsafe told someone about (or held back as a repeat), and how each

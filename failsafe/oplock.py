@@ -23,6 +23,9 @@ from .exceptions import OperationInProgress
 from .models import Backup, OperationLock
 
 LOCK_NAME = "failsafe"
+# Other rows, for work that must not run twice at once but may run beside a backup
+# (failsafe_run_due: two crons firing together run the due schedules once).
+RUN_DUE_LOCK_NAME = "run_due"
 # Free, held by someone alive, taken over: a few rounds settle any interleaving of those.
 ACQUIRE_ROUNDS = 3
 
@@ -30,13 +33,21 @@ logger = logging.getLogger(__name__)
 _this_thread = threading.local()
 
 
-def holding_operation_lock() -> bool:
-    """Whether the current thread of this process is inside `operation_lock`."""
-    return getattr(_this_thread, "held", False)
+def holding_operation_lock(name: str = LOCK_NAME) -> bool:
+    """Whether the current thread of this process is inside `operation_lock` (of `name`)."""
+    return name in _held_names()
+
+
+def _held_names() -> set[str]:
+    if not hasattr(_this_thread, "names"):
+        _this_thread.names = set()
+    return _this_thread.names
 
 
 @contextlib.contextmanager
-def operation_lock(*, holder: str, reentrant: bool = False) -> Iterator[None]:
+def operation_lock(
+    *, holder: str, reentrant: bool = False, name: str = LOCK_NAME
+) -> Iterator[None]:
     """Hold the failsafe operation lock for the block; raise OperationInProgress if taken.
 
     Acquire it outside the transaction that does the work: the lock row must be committed
@@ -46,17 +57,19 @@ def operation_lock(*, holder: str, reentrant: bool = False) -> Iterator[None]:
     Taking it twice in one thread is refused like any other holder, unless `reentrant` is
     true, which means "if this thread already holds it, just run the block": the restore
     service holds the lock while it takes its pre-restore backup.
+
+    `name` picks another lock row: locks of different names never block each other.
     """
-    if reentrant and holding_operation_lock():
+    if reentrant and holding_operation_lock(name):
         yield
         return
-    mine = _acquire(holder)
-    _this_thread.held = True
+    mine = _acquire(holder, name)
+    _held_names().add(name)
     try:
         yield
     finally:
-        _this_thread.held = False
-        _release(mine)
+        _held_names().discard(name)
+        _release(mine, name)
 
 
 def _claim(holder: str) -> dict:
@@ -72,14 +85,14 @@ def _hostname() -> str:
     return socket.gethostname()[: OperationLock._meta.get_field("host").max_length]
 
 
-def _acquire(holder: str) -> dict:
+def _acquire(holder: str, name: str = LOCK_NAME) -> dict:
     # get_or_create tolerates two processes creating the row at once (unique primary key).
-    OperationLock.objects.get_or_create(name=LOCK_NAME)
+    OperationLock.objects.get_or_create(name=name)
     for _ in range(ACQUIRE_ROUNDS):
         mine = _claim(holder)
-        if OperationLock.objects.filter(name=LOCK_NAME, holder="").update(**mine) == 1:
+        if OperationLock.objects.filter(name=name, holder="").update(**mine) == 1:
             return mine
-        current = OperationLock.objects.get(name=LOCK_NAME)
+        current = OperationLock.objects.get(name=name)
         if not current.holder:
             continue  # released between our two statements
         if not _is_stale(current):
@@ -87,7 +100,7 @@ def _acquire(holder: str) -> dict:
         # Compare-and-set on the old values: of two processes taking over the same stale
         # lock, one updates the row and the other matches nothing and looks again.
         taken_over = OperationLock.objects.filter(
-            name=LOCK_NAME,
+            name=name,
             holder=current.holder,
             host=current.host,
             pid=current.pid,
@@ -100,9 +113,10 @@ def _acquire(holder: str) -> dict:
                 current.pid,
                 current.host,
             )
-            _fail_orphaned_backups(current)
+            if name == LOCK_NAME:
+                _fail_orphaned_backups(current)
             return mine
-    raise OperationInProgress(_held_message(OperationLock.objects.get(name=LOCK_NAME)))
+    raise OperationInProgress(_held_message(OperationLock.objects.get(name=name)))
 
 
 def _fail_orphaned_backups(lock: OperationLock) -> None:
@@ -154,9 +168,9 @@ def _held_message(lock: OperationLock) -> str:
     )
 
 
-def _release(mine: dict) -> None:
+def _release(mine: dict, name: str = LOCK_NAME) -> None:
     try:
-        released = OperationLock.objects.filter(name=LOCK_NAME, **mine).update(
+        released = OperationLock.objects.filter(name=name, **mine).update(
             holder="", host="", pid=None, acquired_at=None
         )
     except DatabaseError:

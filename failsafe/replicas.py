@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -249,6 +250,61 @@ def verify(backup: Backup, replica: Replica, storage: Storage) -> dict[str, int]
         row.verified_at = timezone.now()
         row.save(update_fields=["verified_at"])
     return counts
+
+
+@dataclass
+class SampleOutcome:
+    """A random sample of one replica's chunks read back: how many were intact, which
+    backups' copies were found damaged (their rows fail, so the next catch-up compares and
+    replaces them), and why the replica itself could not be read ("" when it could)."""
+
+    replica: str
+    backups: int = 0  # copies the chunks were drawn from
+    chunks: int = 0  # chunks (or format-1 files) read back intact
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # (backup id, why)
+    problem: str = ""
+
+
+def verify_sample(
+    replica: Replica, *, chunks: int, backups: int, rng: random.Random | None = None
+) -> SampleOutcome:
+    """Reads back `chunks` chunks drawn at random from the replica's copies of its newest
+    backup and of up to `backups` - 1 others picked at random among those it holds. Never
+    raises for the replica's sake."""
+    rng = rng or random.SystemRandom()
+    held = {
+        row.backup_id: row
+        for row in BackupReplica.objects.filter(
+            replica=replica.name, status=BackupReplica.Status.REPLICATED
+        )
+    }
+    copies = list(_replicable().filter(pk__in=list(held)).order_by("-created_at"))
+    if len(copies) > backups:
+        copies = copies[:1] + rng.sample(copies[1:], max(backups - 1, 0))
+    outcome = SampleOutcome(replica.name, backups=len(copies))
+    if not copies:
+        return outcome
+    by_id = {str(backup.id): backup for backup in copies}
+    try:
+        with connected(replica) as storage:
+            report = replication.verify_sample(
+                storage,
+                locations=[archives.location(backup) for backup in copies],
+                count=chunks,
+                rng=rng,
+            )
+    except Exception as exc:  # noqa: BLE001 - a replica's failure is one line
+        outcome.problem = _why(exc)
+        logger.warning("Replica %s: %s", replica.name, outcome.problem)
+        return outcome
+    outcome.chunks = report.checked
+    for backup_id, why in report.damaged.items():
+        outcome.damaged.append((backup_id, why))
+        _fail(
+            [held[by_id[backup_id].pk]],
+            f"A sample of the replica's copy failed verification: {why}",
+        )
+    return outcome
 
 
 def chunk_sources() -> list[replication.ReplicaChunkSource]:

@@ -16,23 +16,39 @@ after the last key read, cannot see our own writes.
 from __future__ import annotations
 
 import contextlib
+import datetime
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.core.exceptions import ValidationError
 from django.core.management.color import no_style
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models.deletion import Collector
+from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 from knox.models import AuthToken
 
 from . import capture, progress
 from .conf import setting
 from .diff import ADDED, MODIFIED, REMOVED, RowDiff, diff_rows, paired_sections
-from .exceptions import CascadeRefused, RestoreVerificationFailed, SchemaMismatch
+from .exceptions import (
+    CascadeRefused,
+    InvalidSelection,
+    RestoreConflict,
+    RestoreVerificationFailed,
+    SchemaMismatch,
+)
 from .restore_sql import SqlTable
-from .snapshot import ModelSpec, Section, iso, model_label, record_namer
+from .snapshot import (
+    ModelSpec,
+    Section,
+    iso,
+    model_label,
+    natural_key_field,
+    record_namer,
+)
 
 # Inserts, updates and deletes buffered per model before they are written.
 WRITE_BATCH = 1000
@@ -77,6 +93,46 @@ class CascadeHit:
         return f"{self.count} {meta.app_label} {noun} ({self.model})"
 
 
+# The columns of an account whose change ends its sessions and revokes its API tokens.
+CONTAINMENT_COLUMNS = ("password", "role", "is_active", "is_staff", "is_superuser", "groups")
+RESTORED, DELETED = "restored", "deleted"
+
+
+@dataclass
+class AccountChange:
+    """An account the restore changes in a way that must end its sessions and tokens."""
+
+    pk: object
+    username: str
+    # RESTORED (the account comes back), DELETED, or the CONTAINMENT_COLUMNS changed.
+    changes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"{self.username} ({', '.join(self.changes)})"
+
+
+@dataclass
+class RecordPlan:
+    """One selected record: what a selective restore does to it, and which columns change."""
+
+    label: str
+    record: str  # its natural key
+    pk: object
+    action: str  # "insert", "update", "delete", or "unchanged"
+    columns: list[str] = field(default_factory=list)
+    # Selected by actor and time: whose log entries selected it, and how many.
+    selected_by: str = ""
+    entries: int = 0
+
+    def describe(self) -> str:
+        text = f"{self.action} {self.label} {self.record}"
+        text = f"{text} ({', '.join(self.columns)})" if self.columns else text
+        if self.selected_by:
+            plural = "entry" if self.entries == 1 else "entries"
+            text += f" [{self.entries} log {plural} by {self.selected_by}]"
+        return text
+
+
 @dataclass
 class RestorePlan:
     models: list[ModelPlan] = field(default_factory=list)
@@ -84,6 +140,16 @@ class RestorePlan:
     # Set by apply_restore only: the sessions it ended and the API tokens it revoked.
     sessions_flushed: int = 0
     tokens_revoked: int = 0
+    # The accounts whose password, role, active flag or groups the restore changes, and
+    # (set by the service) what it changes of the acting SuperAdmin's own account.
+    accounts: list[AccountChange] = field(default_factory=list)
+    own_account: list[str] = field(default_factory=list)
+    # Whether those accounts were told to change their password (apply only).
+    password_reset: bool = False
+    # A selective restore: each selected record, and the conflicts it met.
+    selective: bool = False
+    records: list[RecordPlan] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
 
     @property
     def is_noop(self) -> bool:
@@ -251,6 +317,59 @@ def _in_scope() -> set[type[models.Model]]:
     return scope
 
 
+# --- the accounts a restore must contain ----------------------------------------------
+
+
+class _AccountWatch:
+    """Notes the accounts whose password hash, role, active flag or groups a restore changes."""
+
+    def __init__(self, spec: ModelSpec):
+        self.name = record_namer(spec)
+        self.columns = [
+            (name, spec.columns.index(name)) for name in CONTAINMENT_COLUMNS if name in spec.columns
+        ]
+        self.found: list[AccountChange] = []
+
+    # diff_rows(archived, live): REMOVED comes back, ADDED goes, MODIFIED is rolled back.
+    def observe(self, row_diff: RowDiff) -> None:
+        if row_diff.kind == REMOVED:
+            self.found.append(AccountChange(row_diff.pk, self.name(row_diff.baseline), [RESTORED]))
+        elif row_diff.kind == ADDED:
+            self.found.append(AccountChange(row_diff.pk, self.name(row_diff.current), [DELETED]))
+        else:
+            changed = [
+                name
+                for name, index in self.columns
+                if row_diff.baseline[index] != row_diff.current[index]
+            ]
+            if changed:
+                self.found.append(AccountChange(row_diff.pk, self.name(row_diff.baseline), changed))
+
+
+def contain(
+    accounts: list[AccountChange], *, force_password_reset: bool = False
+) -> tuple[int, int]:
+    """End the sessions and revoke the API tokens of `accounts`; with `force_password_reset`,
+    the accounts still there must change their password at their next login. Returns the
+    sessions ended and the tokens revoked."""
+    if not accounts:
+        return 0, 0
+    pks = [account.pk for account in accounts]
+    wanted = {str(pk) for pk in pks}
+    ended = [
+        session.pk
+        for session in Session.objects.all()
+        if str(session.get_decoded().get("_auth_user_id")) in wanted
+    ]
+    sessions, _per_model = Session.objects.filter(pk__in=ended).delete()
+    tokens, _per_model = AuthToken.objects.filter(user_id__in=pks).delete()
+    if force_password_reset:
+        user_model = get_user_model()
+        if any(f.name == "must_change_password" for f in user_model._meta.concrete_fields):
+            user_model._base_manager.filter(pk__in=pks).update(must_change_password=True)
+    return sessions, tokens
+
+
 # --- one model -----------------------------------------------------------------------
 
 
@@ -295,9 +414,12 @@ class _ModelRestore:
         # Writes refused by a unique constraint, retried once the rest of the model is done.
         self.deferred: list[_Write] = []
         self.last_conflict: IntegrityError | None = None
+        self.accounts = _AccountWatch(spec) if model is get_user_model() else None
 
     # Differences come from diff_rows(archived, live): REMOVED means only in the backup.
     def add(self, row_diff: RowDiff) -> None:
+        if self.accounts is not None:
+            self.accounts.observe(row_diff)
         if row_diff.kind == REMOVED:
             self._count("insert", row_diff.baseline)
             self.writes.append(_Write(row_diff.baseline, None))
@@ -524,6 +646,8 @@ def _run(
         for row_diff in diff_rows(archived.rows, _live_pages(model, archived.spec)):
             restore.add(row_diff)
         plan.models.append(restore.finish())
+        if restore.accounts is not None:
+            plan.accounts += restore.accounts.found
     plan.cascades = list(cascades.values())
     return plan
 
@@ -566,6 +690,7 @@ def apply_restore(
     allow_cascade: bool = False,
     total_rows: int | None = None,
     keep_evidence: EvidenceKeeper | None = None,
+    force_password_reset: bool = False,
 ) -> RestorePlan:
     """Make the captured models equal to the backup, in one transaction, or change nothing.
 
@@ -574,7 +699,9 @@ def apply_restore(
     `open`). The backup is read twice: the restore itself, then a verification pass. After
     the writes, sequences are reset (before them too), the result is checked against the
     backup, and every session is ended and every API token revoked (the counts are in
-    `sessions_flushed` and `tokens_revoked`). `total_rows`, the rows the
+    `sessions_flushed` and `tokens_revoked`); the accounts whose password, role, active
+    flag or groups changed are listed in `accounts`, and with `force_password_reset` must
+    change their password at their next login. `total_rows`, the rows the
     backup holds, only sizes the progress display of each pass.
 
     Cascades are refused as they are met, before the batch that would cause one is
@@ -620,6 +747,9 @@ def apply_restore(
         )
     plan.sessions_flushed = flush_sessions()
     plan.tokens_revoked = revoke_api_tokens()
+    # Every session and token is gone already; what is left is the password reset.
+    contain(plan.accounts, force_password_reset=force_password_reset)
+    plan.password_reset = force_password_reset and bool(plan.accounts)
     return plan
 
 
@@ -685,9 +815,722 @@ def reset_sequences() -> None:
     """
     if connection.vendor != "postgresql":
         return
-    statements = connection.ops.sequence_reset_sql(
-        no_style(), sorted(_in_scope(), key=model_label)
-    )
+    statements = connection.ops.sequence_reset_sql(no_style(), sorted(_in_scope(), key=model_label))
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
+
+
+# --- selective restore -----------------------------------------------------------------
+
+DAMAGE_KINDS = (REMOVED, MODIFIED, ADDED)
+DEFAULT_DAMAGE = (REMOVED, MODIFIED)
+# Records looked up in the live database per query.
+LOOKUP_BATCH = 500
+# Conflicts and dangling references a refusal names, then says how many more.
+NAMED_IN_REFUSAL = 5
+# How much of a user's own text a refusal repeats.
+ECHO_LIMIT = 64
+
+INSERT, UPDATE, DELETE, UNCHANGED = "insert", "update", "delete", "unchanged"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a selective restore brings back: records named per model label (natural keys,
+    or "#pk"), or the damage: every record the comparison of the backup with the live data
+    names with one of `damage`'s kinds (diff.REMOVED, MODIFIED, ADDED)."""
+
+    only: dict[str, list[str]] = field(default_factory=dict)
+    damage: tuple[str, ...] = ()
+    # By actor and time: the records `actor` touched since `since`, in `only`, with how
+    # many log entries name each, by (label, key as in `only`).
+    actor: str = ""
+    since: datetime.datetime | None = None
+    evidence: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """For the audit trail: how many keys per model, or the kinds; never the keys."""
+        if self.actor:
+            return {
+                "undo_actor": self.actor,
+                "since": iso(self.since) if self.since else None,
+                "only": {label: len(keys) for label, keys in self.only.items()},
+            }
+        if self.damage:
+            return {"damage": list(self.damage)}
+        return {"only": {label: len(keys) for label, keys in self.only.items()}}
+
+
+def _echo(text: str) -> str:
+    text = " ".join(str(text).split())
+    return repr(text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "…")
+
+
+def parse_only(specs: Iterable[str]) -> dict[str, list[str]]:
+    """`["accounts.user:alice,bob", "licensing.license:#42"]` as {label: [keys]}.
+
+    Raises InvalidSelection for a malformed item, a model the backups do not capture, or
+    an item (or the whole selection) naming no record.
+    """
+    labels = [model_label(model) for model in capture.captured_models()]
+    selected: dict[str, list[str]] = {}
+    for spec in specs or ():
+        text = str(spec or "").strip()
+        label, colon, keys = text.partition(":")
+        label = label.strip().lower()
+        if not colon or not label:
+            raise InvalidSelection(
+                f"Cannot read the selection {_echo(text)}: write MODEL:KEY,KEY "
+                "(accounts.user:alice,bob; #42 for a primary key)"
+            )
+        if label not in labels:
+            raise InvalidSelection(
+                f"Unknown model {_echo(label)} in the selection: the backups capture "
+                + ", ".join(labels)
+            )
+        names = [key.strip() for key in keys.split(",") if key.strip()]
+        if not names:
+            raise InvalidSelection(
+                f"The selection {_echo(text)} names no record: write {label}:KEY,KEY"
+            )
+        bucket = selected.setdefault(label, [])
+        bucket += [name for name in names if name not in bucket]
+    if not selected:
+        raise InvalidSelection(
+            "Nothing selected: name records (--only MODEL:KEY,KEY) or restore the damage (--damage)"
+        )
+    return selected
+
+
+def parse_damage(kinds: Iterable[str] | str | None) -> tuple[str, ...]:
+    """ "removed,modified" (or a list of kinds) as a tuple of kinds; nothing: the default,
+    removed and modified. Raises InvalidSelection for an unknown kind."""
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    words = [word.strip().lower() for kind in kinds or () for word in str(kind).split(",")]
+    words = [word for word in words if word]
+    if not words:
+        return DEFAULT_DAMAGE
+    unknown = [word for word in words if word not in DAMAGE_KINDS]
+    if unknown:
+        raise InvalidSelection(
+            f"Unknown kind of damage {_echo(unknown[0])}: choose among " + ", ".join(DAMAGE_KINDS)
+        )
+    return tuple(kind for kind in DAMAGE_KINDS if kind in words)
+
+
+@dataclass
+class _Change:
+    pk: object
+    archived: list | None  # None: not in the backup (the restore deletes it)
+    live: list | None  # None: not in the live data (the restore inserts it)
+
+    @property
+    def action(self) -> str:
+        if self.archived is None:
+            return DELETE if self.live is not None else UNCHANGED
+        if self.live is None:
+            return INSERT
+        return UPDATE if list(self.archived) != list(self.live) else UNCHANGED
+
+    def row_diff(self) -> RowDiff | None:
+        action = self.action
+        if action == INSERT:
+            return RowDiff(REMOVED, self.pk, self.archived, None)
+        if action == DELETE:
+            return RowDiff(ADDED, self.pk, None, self.live)
+        if action == UPDATE:
+            return RowDiff(MODIFIED, self.pk, self.archived, self.live)
+        return None
+
+
+@dataclass
+class _Selected:
+    """One model's selected records, by their pk's text."""
+
+    model: type[models.Model]
+    spec: ModelSpec
+    changes: dict[str, _Change] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    def name(self, change: _Change) -> str:
+        return record_namer(self.spec)(change.archived if change.archived else change.live)
+
+    def after(self, pk) -> tuple[bool, list | None]:
+        """(selected, the row it will have): whether `pk` is selected, and its backup row."""
+        change = self.changes.get(_pk_key(pk))
+        return (False, None) if change is None else (True, change.archived)
+
+
+def _pk_key(value) -> str:
+    return str(value)
+
+
+def _drain(rows: Iterable) -> None:
+    # An archive yields sections from one stream: a skipped section must still be read.
+    for _row in rows:
+        pass
+
+
+def _live_rows_for(model: type[models.Model], spec: ModelSpec, pks: Iterable) -> dict[str, list]:
+    """The live rows (with their many-to-many pks, as capture reads them) of `pks`."""
+    found: dict[str, list] = {}
+    wanted = list(pks)
+    links = _many_to_many(model, spec)
+    for start in range(0, len(wanted), LOOKUP_BATCH):
+        query = model._default_manager.filter(pk__in=wanted[start : start + LOOKUP_BATCH])
+        blocks = capture.row_blocks(query.order_by(spec.fields[0]), spec.fields, stream=False)
+        page = [row for block in blocks for row in block]
+        related = []
+        for link in links:
+            by_parent: dict = {}
+            pairs = link.through._default_manager.filter(
+                **{f"{link.source}__in": [row[0] for row in page]}
+            ).order_by(link.source, link.target)
+            for block in capture.row_blocks(pairs, (link.source, link.target), stream=False):
+                for parent, target in block:
+                    by_parent.setdefault(parent, []).append(target)
+            related.append(by_parent)
+        for row in page:
+            found[_pk_key(row[0])] = row + [by_parent.get(row[0], []) for by_parent in related]
+    return found
+
+
+def _live_matches(model: type[models.Model], keys: list[str]) -> dict[str, list]:
+    """Per key ("alice", "#42"), the pks of the live records it names."""
+    key_field = natural_key_field(model)
+    names = [key for key in keys if not key.startswith("#")]
+    pk_texts = [key[1:] for key in keys if key.startswith("#")]
+    if key_field is None:  # records without a natural key are named by their pk
+        pk_texts += names
+    pks = []
+    for text in pk_texts:
+        try:
+            pks.append(model._meta.pk.to_python(text))
+        except ValidationError:
+            continue  # not a pk this model can hold: that key stays unknown
+    query = model._default_manager.filter(pk__in=pks)
+    if key_field is not None and names:
+        query = query | model._default_manager.filter(**{f"{key_field}__in": names})
+    matches: dict[str, list] = {}
+    for pk, name in query.values_list("pk", key_field or "pk"):
+        for key in (f"#{pk}", str(pk), str(name)):
+            if key in keys and (key != str(pk) or key_field is None or key == str(name)):
+                matches.setdefault(key, []).append(pk)
+    return matches
+
+
+def _choose_only(
+    sections: Iterable[Section], only: dict[str, list[str]], *, strict: bool = True
+) -> dict[str, _Selected]:
+    """The named records; `strict`: a key naming no record is refused, else passed over
+    (an actor's record created and deleted again since the backup)."""
+    chosen: dict[str, _Selected] = {}
+    for archived, _live in paired_sections(sections, capture.live_sections()):
+        keys = only.get(archived.spec.label)
+        if keys is None:
+            _drain(archived.rows)
+            continue
+        model = _require_matching_spec(archived.spec)
+        selected = _Selected(model, archived.spec)
+        name = record_namer(archived.spec)
+        wanted, found = set(keys), set()
+        for row in archived.rows:
+            hits = {key for key in (name(row), f"#{row[0]}") if key in wanted}
+            if hits:
+                found |= hits
+                selected.changes[_pk_key(row[0])] = _Change(row[0], row, None)
+        matches = _live_matches(model, keys)
+        found |= set(matches)
+        unknown = [key for key in keys if key not in found]
+        if unknown and strict:
+            raise InvalidSelection(
+                f"{archived.spec.label}: no record {', '.join(_echo(k) for k in unknown[:5])} "
+                "in the backup or in the live data"
+            )
+        live_pks = [pk for pks in matches.values() for pk in pks]
+        for pk in live_pks:
+            selected.changes.setdefault(_pk_key(pk), _Change(pk, None, None))
+        live_rows = _live_rows_for(model, archived.spec, [c.pk for c in selected.changes.values()])
+        for key, change in selected.changes.items():
+            change.live = live_rows.get(key)
+        if selected.changes or strict:
+            chosen[archived.spec.label] = selected
+    return chosen
+
+
+def _choose_damage(sections: Iterable[Section], kinds: tuple[str, ...]) -> dict[str, _Selected]:
+    chosen: dict[str, _Selected] = {}
+    for archived, _live in paired_sections(sections, capture.live_sections()):
+        model = _require_matching_spec(archived.spec)
+        selected = _Selected(model, archived.spec)
+        for row_diff in diff_rows(archived.rows, _live_pages(model, archived.spec)):
+            if row_diff.kind in kinds:
+                selected.changes[_pk_key(row_diff.pk)] = _Change(
+                    row_diff.pk, row_diff.baseline, row_diff.current
+                )
+        if selected.changes:
+            chosen[archived.spec.label] = selected
+    if not chosen:
+        raise InvalidSelection(
+            "Nothing to restore: the live data has no records "
+            + " or ".join(kinds)
+            + " compared with the backup"
+        )
+    return chosen
+
+
+def _later_rows(sections: Iterable[Section], chosen: dict[str, _Selected]) -> dict[str, dict]:
+    """The rows a later backup holds of the selected records, per label and pk text."""
+    rows: dict[str, dict] = {}
+    for section in sections:
+        selected = chosen.get(section.spec.label)
+        if selected is None or section.spec != selected.spec:
+            _drain(section.rows)
+            continue
+        held = rows.setdefault(section.spec.label, {})
+        for row in section.rows:
+            key = _pk_key(row[0])
+            if key in selected.changes:
+                held[key] = row
+    return rows
+
+
+# --- selective restore: what the selection would break ----------------------------------
+
+
+def _refusal(lines: list[str]) -> str:
+    text = "; ".join(lines[:NAMED_IN_REFUSAL])
+    if len(lines) > NAMED_IN_REFUSAL:
+        text += f"; and {len(lines) - NAMED_IN_REFUSAL} more"
+    return text
+
+
+def _relation_columns(selected: _Selected) -> list[tuple[str, int, str, type[models.Model]]]:
+    """(field name, index in a row, target label, target model) of each relation captured."""
+    meta = selected.model._meta
+    columns = selected.spec.columns
+    relations = []
+    for model_field in [*meta.concrete_fields, *meta.many_to_many]:
+        column = model_field.attname if not model_field.many_to_many else model_field.name
+        if model_field.is_relation and model_field.related_model and column in columns:
+            target = model_field.related_model
+            relations.append((model_field.name, columns.index(column), model_label(target), target))
+    return relations
+
+
+def _dangling(chosen: dict[str, _Selected]) -> list[str]:
+    """The references restored rows would make to records neither live nor selected."""
+    needed: dict[str, tuple[type[models.Model], set]] = {}
+    uses: list[tuple[str, str, str, object]] = []  # (record, field, target label, pk)
+    for selected in chosen.values():
+        relations = _relation_columns(selected)
+        for change in selected.changes.values():
+            if change.archived is None:
+                continue
+            record = f"{selected.label} {selected.name(change)}"
+            for name, index, target_label, target in relations:
+                value = change.archived[index]
+                for pk in value if isinstance(value, list) else [value]:
+                    if pk is None:
+                        continue
+                    target_selected = chosen.get(target_label)
+                    if target_selected is not None:
+                        is_selected, row = target_selected.after(pk)
+                        if is_selected:
+                            if row is None:
+                                uses.append((record, name, target_label, pk))
+                            continue
+                    needed.setdefault(target_label, (target, set()))[1].add(pk)
+                    uses.append((record, name, target_label, pk))
+    existing: dict[str, set[str]] = {}
+    for target_label, (target, pks) in needed.items():
+        wanted = sorted(pks, key=str)
+        present = existing.setdefault(target_label, set())
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            batch = wanted[start : start + LOOKUP_BATCH]
+            present.update(
+                _pk_key(pk)
+                for pk in target._base_manager.filter(pk__in=batch).values_list("pk", flat=True)
+            )
+    problems = []
+    for record, name, target_label, pk in uses:
+        if _pk_key(pk) in existing.get(target_label, set()):
+            continue
+        problems.append(
+            f"{record}: its {name} points at {target_label} #{pk}, which is not in the live "
+            f"data and not selected (select it too: {target_label}:#{pk})"
+        )
+    return problems
+
+
+def _unique_conflicts(chosen: dict[str, _Selected]) -> list[str]:
+    """Unique values the restored rows would take from live records not selected."""
+    problems = []
+    for selected in chosen.values():
+        meta = selected.model._meta
+        for model_field in meta.concrete_fields:
+            if not model_field.unique or model_field.primary_key:
+                continue
+            if model_field.attname not in selected.spec.fields:
+                continue
+            index = selected.spec.fields.index(model_field.attname)
+            by_value = {
+                change.archived[index]: change
+                for change in selected.changes.values()
+                if change.archived is not None and change.archived[index] is not None
+            }
+            values = list(by_value)
+            for start in range(0, len(values), LOOKUP_BATCH):
+                batch = values[start : start + LOOKUP_BATCH]
+                holders = selected.model._base_manager.filter(
+                    **{f"{model_field.attname}__in": batch}
+                ).values_list("pk", model_field.attname)
+                for holder_pk, value in holders:
+                    change = by_value.get(value)
+                    if change is None or _pk_key(holder_pk) == _pk_key(change.pk):
+                        continue
+                    is_selected, row = selected.after(holder_pk)
+                    if is_selected and (row is None or row[index] != value):
+                        continue  # the restore moves the holder off that value
+                    holder = selected.model._base_manager.get(pk=holder_pk)
+                    problems.append(
+                        f"{selected.label} {selected.name(change)} (#{change.pk}): its "
+                        f"{model_field.name} is now held by {selected.label} "
+                        f"{_record_text(holder)} (#{holder_pk}), which is not selected"
+                    )
+    return problems
+
+
+def _record_text(obj: models.Model) -> str:
+    key_field = natural_key_field(type(obj))
+    value = getattr(obj, key_field) if key_field else None
+    return str(value) if value not in (None, "") else f"#{obj.pk}"
+
+
+def _deletion_effects(chosen: dict[str, _Selected]) -> tuple[list[str], list[CascadeHit]]:
+    """What deleting the selected live-only records does to records not selected: the
+    captured ones it would delete or change (refused), and the cascades outside the
+    captured models (refused unless allowed, as in a full restore)."""
+    captured = {model_label(model): model for model in capture.captured_models()}
+    scope = _in_scope()
+    problems: list[str] = []
+    hits: list[CascadeHit] = []
+
+    def unselected(label: str, pks: Iterable) -> list:
+        selected = chosen.get(label)
+        return [pk for pk in pks if selected is None or _pk_key(pk) not in selected.changes]
+
+    for selected in reversed(list(chosen.values())):
+        pks = [c.pk for c in selected.changes.values() if c.action == DELETE]
+        if not pks:
+            continue
+        collector = Collector(using=connection.alias, origin=selected.model)
+        try:
+            collector.collect(selected.model._base_manager.filter(pk__in=pks))
+        except (ProtectedError, RestrictedError) as exc:
+            blockers = sorted({_example(obj) for obj in exc.args[1]})[:CASCADE_EXAMPLES]
+            problems.append(
+                f"deleting {selected.label} records would break protected references from "
+                + ", ".join(blockers)
+            )
+            continue
+        touched: dict[str, list] = {}
+        for model, instances in collector.data.items():
+            label = model_label(model._meta.concrete_model)
+            if label in captured:
+                touched.setdefault(label, []).extend(obj.pk for obj in instances)
+        for query in collector.fast_deletes:
+            label = model_label(query.model._meta.concrete_model)
+            if label in captured:
+                touched.setdefault(label, []).extend(query.values_list("pk", flat=True))
+        for (model_field, _value), batches in collector.field_updates.items():
+            label = model_label(model_field.model._meta.concrete_model)
+            if label in captured:
+                for objs in batches:
+                    touched.setdefault(label, []).extend(obj.pk for obj in objs)
+        for label, pks_touched in touched.items():
+            others = unselected(label, pks_touched)
+            if others:
+                model = captured[label]
+                names = [
+                    _record_text(obj)
+                    for obj in model._base_manager.filter(pk__in=others[:CASCADE_EXAMPLES])
+                ]
+                problems.append(
+                    f"deleting {selected.label} records would also change {len(set(others))} "
+                    f"{label} records not selected ({', '.join(names)}): select them too"
+                )
+        hits += [hit for hit in _cascade_hits(collector, scope) if hit.model not in captured]
+    return problems, hits
+
+
+def _cascade_hits(collector: Collector, scope: set[type[models.Model]]) -> list[CascadeHit]:
+    hits = []
+    for model, instances in collector.data.items():
+        if model._meta.concrete_model not in scope and instances:
+            first = sorted(instances, key=lambda obj: obj.pk)[:CASCADE_EXAMPLES]
+            hits.append(
+                CascadeHit(model_label(model), len(instances), [_example(o) for o in first])
+            )
+    for query in collector.fast_deletes:
+        if query.model._meta.concrete_model in scope:
+            continue
+        count = query.count()
+        if count:
+            examples = [_example(obj) for obj in query.order_by("pk")[:CASCADE_EXAMPLES]]
+            hits.append(CascadeHit(model_label(query.model), count, examples))
+    return hits
+
+
+def _plan_selected(
+    chosen: dict[str, _Selected], later: dict[str, dict] | None, later_name: str
+) -> RestorePlan:
+    """The plan of a selective restore; raises InvalidSelection or RestoreConflict for what
+    no option can accept (a dangling reference, a unique value taken)."""
+    plan = RestorePlan(selective=True)
+    limit = setting("DETAIL_LIMIT")
+    user_model = get_user_model()
+    for selected in chosen.values():
+        model_plan = ModelPlan(selected.label)
+        watch = _AccountWatch(selected.spec) if selected.model is user_model else None
+        for change in selected.changes.values():
+            row_diff = change.row_diff()
+            name = selected.name(change)
+            columns = list(row_diff.changed_columns(selected.spec)) if row_diff else []
+            plan.records.append(RecordPlan(selected.label, name, change.pk, change.action, columns))
+            if row_diff is None:
+                continue
+            if watch is not None:
+                watch.observe(row_diff)
+            kind = change.action
+            setattr(model_plan, kind, getattr(model_plan, kind) + 1)
+            samples = getattr(model_plan, f"sample_{kind}")
+            if len(samples) < limit:
+                samples.append(name)
+            if later is not None:
+                plan.conflicts += _changed_again(selected, change, name, later, later_name)
+        plan.models.append(model_plan)
+        if watch is not None:
+            plan.accounts += watch.found
+    dangling = _dangling(chosen)
+    deletion_problems, plan.cascades = _deletion_effects(chosen)
+    dangling += deletion_problems
+    if dangling:
+        raise InvalidSelection(
+            "The selection would leave references dangling: " + _refusal(dangling)
+        )
+    taken = _unique_conflicts(chosen)
+    if taken:
+        raise RestoreConflict("A unique value is taken: " + _refusal(taken))
+    return plan
+
+
+def _changed_again(
+    selected: _Selected, change: _Change, name: str, later: dict[str, dict], later_name: str
+) -> list[str]:
+    """A selected record whose damage the later backup saw, changed again since then."""
+    later_row = later.get(selected.label, {}).get(_pk_key(change.pk))
+    rows = [None if row is None else list(row) for row in (change.archived, later_row, change.live)]
+    archived, seen, live = rows
+    if seen in (archived, live):
+        return []  # the later backup predates the damage, or nothing changed since it
+    if seen is None or live is None:
+        what = "deleted" if live is None else "created again"
+    else:
+        columns = [
+            column
+            for column, old, new in zip(selected.spec.columns, seen, live, strict=True)
+            if old != new
+        ]
+        what = "changed again (" + ", ".join(columns) + ")"
+    return [f"{selected.label} {name} was {what} after {later_name}"]
+
+
+def _write_selected(chosen: dict[str, _Selected], keep_evidence: EvidenceKeeper | None) -> None:
+    scope = _in_scope()
+    cascades: dict[str, CascadeHit] = {}
+
+    def restorer(selected: _Selected) -> _ModelRestore:
+        return _ModelRestore(
+            selected.model,
+            selected.spec,
+            write=True,
+            allow_cascade=True,  # refused or accepted in the plan already
+            scope=scope,
+            cascades=cascades,
+            keep_evidence=keep_evidence,
+        )
+
+    # Deletes first, dependents before what they depend on; then inserts and updates.
+    for selected in reversed(list(chosen.values())):
+        restore = restorer(selected)
+        for change in selected.changes.values():
+            if change.action == DELETE:
+                restore.add(change.row_diff())
+        restore.finish()
+    for selected in chosen.values():
+        restore = restorer(selected)
+        for change in selected.changes.values():
+            if change.action in (INSERT, UPDATE):
+                restore.add(change.row_diff())
+        restore.finish()
+
+
+def _verify_selected(sections: Iterable[Section], chosen: dict[str, _Selected]) -> list[str]:
+    """How the selected records differ from the backup now; [] when each equals its row
+    there (or, absent from it, is absent from the live data too)."""
+    differences = []
+    for section in sections:
+        selected = chosen.get(section.spec.label)
+        if selected is None:
+            _drain(section.rows)
+            continue
+        archived = {}
+        for row in section.rows:
+            key = _pk_key(row[0])
+            if key in selected.changes:
+                archived[key] = list(row)
+        live = _live_rows_for(
+            selected.model, selected.spec, [c.pk for c in selected.changes.values()]
+        )
+        for key, change in selected.changes.items():
+            expected, actual = archived.get(key), live.get(key)
+            actual = None if actual is None else list(actual)
+            if expected == actual:
+                continue
+            name = selected.name(change)
+            if actual is None:
+                differences.append(
+                    f"{selected.label} {name}: in the backup, missing from the database"
+                )
+            elif expected is None:
+                differences.append(f"{selected.label} {name}: in the database, not in the backup")
+            else:
+                columns = RowDiff(MODIFIED, change.pk, expected, actual).changed_columns(
+                    selected.spec
+                )
+                differences.append(f"{selected.label} {name}: {', '.join(columns)} differ")
+    return differences
+
+
+def _choose(sections: Iterable[Section], selection: Selection) -> dict[str, _Selected]:
+    if selection.actor:
+        chosen = _choose_only(sections, selection.only, strict=False) if selection.only else {}
+        if not chosen:
+            raise InvalidSelection(_nothing_by(selection))
+        return chosen
+    if selection.damage:
+        return _choose_damage(sections, selection.damage)
+    if not selection.only:
+        raise InvalidSelection(
+            "Nothing selected: name records (--only MODEL:KEY,KEY) or restore the damage (--damage)"
+        )
+    return _choose_only(sections, selection.only)
+
+
+def _selective_plan(
+    sections_factory: SectionsFactory,
+    selection: Selection,
+    later_factory: SectionsFactory | None,
+    later_name: str,
+) -> tuple[dict[str, _Selected], RestorePlan]:
+    with sections_factory() as sections:
+        chosen = _choose(sections, selection)
+    later = None
+    if later_factory is not None:
+        with later_factory() as sections:
+            later = _later_rows(sections, chosen)
+    plan = _plan_selected(chosen, later, later_name)
+    if selection.actor:
+        for record in plan.records:
+            entries = selection.evidence.get((record.label, f"#{record.pk}"), 0)
+            if record.record != f"#{record.pk}":
+                entries += selection.evidence.get((record.label, record.record), 0)
+            record.selected_by = selection.actor
+            record.entries = entries
+    return chosen, plan
+
+
+def _nothing_by(selection: Selection) -> str:
+    since = iso(selection.since) if selection.since else "then"
+    return f"{selection.actor} changed no captured record since {since}"
+
+
+def plan_selective(
+    *,
+    sections_factory: SectionsFactory,
+    selection: Selection,
+    later_factory: SectionsFactory | None = None,
+    later_name: str = "the later backup",
+) -> RestorePlan:
+    """What restoring only `selection` from the backup would do, per record, with its
+    conflicts listed. Writes nothing.
+
+    `later_factory` opens a backup taken after the damage (if any): a selected record the
+    later backup saw damaged and that changed again since is a conflict.
+
+    Raises InvalidSelection (unknown model or record, nothing selected, a reference left
+    dangling) and RestoreConflict (a unique value held by a record not selected).
+    """
+    _chosen, plan = _selective_plan(sections_factory, selection, later_factory, later_name)
+    return plan
+
+
+@transaction.atomic
+def apply_selective(
+    *,
+    sections_factory: SectionsFactory,
+    selection: Selection,
+    later_factory: SectionsFactory | None = None,
+    later_name: str = "the later backup",
+    allow_cascade: bool = False,
+    accept_conflicts: bool = False,
+    force_password_reset: bool = False,
+    keep_evidence: EvidenceKeeper | None = None,
+) -> RestorePlan:
+    """Restore only the selected records, in one transaction, or change nothing.
+
+    Every other record stays as it is. The selected records are written (deletes first),
+    then checked against a fresh read of the backup; the accounts whose password, role,
+    active flag or groups changed lose their sessions and API tokens (and with
+    `force_password_reset` must change their password).
+
+    Raises what plan_selective raises, RestoreConflict for conflicts unless
+    `accept_conflicts`, CascadeRefused unless `allow_cascade` when deleting a selected
+    record would delete rows outside the captured models, and RestoreVerificationFailed
+    (rolled back) when the rows break a constraint or differ from the backup afterwards.
+    """
+    reset_sequences()
+    chosen, plan = _selective_plan(sections_factory, selection, later_factory, later_name)
+    if plan.conflicts and not accept_conflicts:
+        raise RestoreConflict(
+            "Selected records changed after the damage: "
+            + _refusal(plan.conflicts)
+            + ". Nothing was restored; re-run with --accept-conflicts to restore them anyway"
+        )
+    if plan.cascades and not allow_cascade:
+        raise CascadeRefused(_cascade_message(plan.cascades))
+    try:
+        with transaction.atomic():
+            _write_selected(chosen, keep_evidence)
+            connection.check_constraints(table_names=_captured_tables())
+    except IntegrityError as exc:
+        raise _constraint_failure(exc) from exc
+    reset_sequences()
+    with sections_factory() as sections:
+        differences = _verify_selected(sections, chosen)
+    if differences:
+        raise RestoreVerificationFailed(
+            "Restore rolled back: the selected records did not match the backup afterwards: "
+            + "; ".join(differences[:5])
+        )
+    plan.sessions_flushed, plan.tokens_revoked = contain(
+        plan.accounts, force_password_reset=force_password_reset
+    )
+    plan.password_reset = force_password_reset and bool(plan.accounts)
+    return plan

@@ -10,7 +10,7 @@ import datetime
 from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import connection, connections, models
 
 # Fields whose archived value (what the ORM read) is exactly what the ORM would hand the
 # driver when saving it: their get_db_prep_save returns str, int and bool values as they
@@ -36,27 +36,29 @@ _AS_IS_FIELDS = frozenset(
 )
 
 
-def preparer(model_field: models.Field) -> Callable | None:
-    """What turns an archived value of `model_field` into the driver's value; None: as is.
+def preparer(model_field: models.Field, db=None) -> Callable | None:
+    """What turns an archived value of `model_field` into the driver's value for the
+    connection `db` (default: the default database's); None: as is.
 
     Everything but the plain fields above goes through the field's own get_db_prep_save,
     as a save() would, except aware datetimes, the other common case, which take a
     shortcut (_datetime_preparer). A value prepared wrongly cannot go unnoticed: the
     verification pass compares every restored row with the backup.
     """
+    db = db or connection
     if type(model_field) in _AS_IS_FIELDS:
         return None
     # A key is prepared as the field it points at: a plain integer key is as is.
     is_key = type(model_field) in (models.ForeignKey, models.OneToOneField)
-    if is_key and preparer(model_field.target_field) is None:
+    if is_key and preparer(model_field.target_field, db) is None:
         return None
     prepare = model_field.get_db_prep_save
     if type(model_field) is models.DateTimeField:
-        return _datetimepreparer(lambda value: prepare(value, connection))
-    return lambda value: prepare(value, connection)
+        return _datetimepreparer(lambda value: prepare(value, db), db)
+    return lambda value: prepare(value, db)
 
 
-def _datetimepreparer(prepare: Callable) -> Callable:
+def _datetimepreparer(prepare: Callable, db) -> Callable:
     """get_db_prep_save of a DateTimeField, shortened for the aware datetimes the ORM reads.
 
     For an aware datetime, get_prep_value changes nothing and the backend's
@@ -65,10 +67,10 @@ def _datetimepreparer(prepare: Callable) -> Callable:
     done here directly: through the layers of calls in between, the two datetime columns
     of users and of licenses were the largest single cost of the writes on SQLite.
     """
-    if connection.vendor == "postgresql":
+    if db.vendor == "postgresql":
         shortcut = None
-    elif connection.vendor == "sqlite" and settings.USE_TZ:
-        zone = connection.timezone
+    elif db.vendor == "sqlite" and settings.USE_TZ:
+        zone = db.timezone
 
         def shortcut(value):
             return str(value.astimezone(zone).replace(tzinfo=None))
@@ -102,18 +104,21 @@ class SqlTable:
     of the time. Here a row is a list of column values: inserts go out as one COPY per batch
     on PostgreSQL (in the binary format when every column allows it: a third of the
     client's time of the text format) and as one executemany on the others, updates as
-    one executemany.
+    one executemany. `using` names the database (default: the default one).
     """
 
-    def __init__(self, model: type[models.Model], attnames: Iterable[str]):
+    def __init__(
+        self, model: type[models.Model], attnames: Iterable[str], *, using: str | None = None
+    ):
+        self.connection = connections[using] if using else connection
         meta = model._meta
-        quote = connection.ops.quote_name
+        quote = self.connection.ops.quote_name
         fields = [meta.get_field(name) for name in attnames]
         self.name = quote(meta.db_table)
         self.columns = [quote(f.column) for f in fields]
         self.preparers = [
             (position, prepare)
-            for position, prepare in enumerate(preparer(f) for f in fields)
+            for position, prepare in enumerate(preparer(f, self.connection) for f in fields)
             if prepare is not None
         ]
         self.binary = all(_binary_copyable(f) for f in fields)
@@ -133,7 +138,7 @@ class SqlTable:
         if not rows:
             return
         columns = ", ".join(self.columns)
-        with connection.cursor() as cursor:
+        with self.connection.cursor() as cursor:
             if hasattr(cursor.cursor, "copy"):  # psycopg 3
                 self._copy(cursor, columns, rows)
             else:
@@ -152,7 +157,7 @@ class SqlTable:
         if self.binary:
             copy_sql += " (FORMAT BINARY)"
         # psycopg 3's COPY; its errors are raised as Django's, like any query's.
-        with connection.wrap_database_errors, cursor.copy(copy_sql) as copy:
+        with self.connection.wrap_database_errors, cursor.copy(copy_sql) as copy:
             if self.binary:
                 copy.set_types(self._column_types)
             for row in rows:
@@ -164,8 +169,11 @@ class SqlTable:
         if not rows:
             return
         assignments = ", ".join(f"{self.columns[i]} = %s" for i in positions)
-        with connection.cursor() as cursor:
-            cursor.executemany(
+        # The driver's own executemany, as COPY above: past Django's execute wrappers, one of
+        # which (django-pghistory's context, in a request or a command) prepends its
+        # variables to the parameters as if there were one row, and breaks a batch.
+        with self.connection.cursor() as cursor, self.connection.wrap_database_errors:
+            cursor.cursor.executemany(
                 f"UPDATE {self.name} SET {assignments} WHERE {self.columns[0]} = %s",  # noqa: S608
                 [[row[i] for i in positions] + [row[0]] for row in rows],
             )

@@ -52,7 +52,16 @@ COMMANDS = [
     ),
     (
         "failsafe restore <backup-id>",
-        "Restore from a backup (asks for the failsafe password; --dry-run shows the plan)",
+        "Restore from a backup (asks for the failsafe password; --dry-run shows the plan;"
+        " --only accounts.user:alice,bob restores only those records, --damage"
+        " [removed,modified,added] only what the backup and the live data differ in;"
+        " --undo-actor NAME --since ISO_TIME only what that user changed since then;"
+        " --accept-conflicts, --force-password-reset)",
+    ),
+    (
+        "failsafe drill [backup-id]",
+        "Restore drill: restore a backup (default: the newest safe one) into a scratch"
+        " database and check every row against its archive; the live data is not touched",
     ),
     ("help_failsafe", "Show this help"),
     ("help_failsafe -start <passkey>", "Emergency: back up now, compare, investigate"),
@@ -100,7 +109,13 @@ class Syntax:
 
     words: tuple[str, ...]
     takes_backup_id: bool = False
+    # The backup id may be left out (the command then picks one itself).
+    backup_id_optional: bool = False
     flags: frozenset[str] = frozenset()
+    # Options followed by a value (public: record keys and kinds, never secrets), and those
+    # of them whose value may be left out.
+    options: frozenset[str] = frozenset()
+    optional_values: frozenset[str] = frozenset()
     # (name, label) of the secret the rest of the line holds, named as ask_secret names it.
     secret: tuple[str, str] | None = None
     # The rest of the line is a label the command stores and shows (a backup's reason).
@@ -116,14 +131,32 @@ SET_PASSWORD = Syntax(("failsafe", "setpassword"), secret=("password", "New fail
 MARK_SAFE = Syntax(
     ("failsafe", "marksafe"), takes_backup_id=True, flags=frozenset({"--accept-issues"})
 )
-RESTORE = Syntax(("failsafe", "restore"), takes_backup_id=True, flags=frozenset({"--dry-run"}))
+RESTORE = Syntax(
+    ("failsafe", "restore"),
+    takes_backup_id=True,
+    flags=frozenset({"--dry-run", "--accept-conflicts", "--force-password-reset"}),
+    options=frozenset({"--only", "--damage", "--undo-actor", "--since"}),
+    optional_values=frozenset({"--damage"}),
+)
+DRILL = Syntax(("failsafe", "drill"), takes_backup_id=True, backup_id_optional=True)
 HELP = Syntax(("help_failsafe",))
 HELP_SHORT = Syntax(("help",))
 STATUS = Syntax(("failsafe", "status"))
 BACKUPS = Syntax(("failsafe", "backups"))
 BACKUP = Syntax(("failsafe", "backup"), label=True)
 # Longest first, so `help_failsafe -start` is found before `help_failsafe`.
-GRAMMAR = (TRIGGER, SET_PASSWORD, MARK_SAFE, RESTORE, STATUS, BACKUPS, BACKUP, HELP, HELP_SHORT)
+GRAMMAR = (
+    TRIGGER,
+    SET_PASSWORD,
+    MARK_SAFE,
+    RESTORE,
+    DRILL,
+    STATUS,
+    BACKUPS,
+    BACKUP,
+    HELP,
+    HELP_SHORT,
+)
 REASON_MAX_LENGTH = 1000
 
 # A backup id as `failsafe backups` lists it, or a prefix of at least 8 hex digits of one.
@@ -150,6 +183,8 @@ class ParsedLine:
     secret: str = ""
     backup_id: str = ""
     flags: frozenset[str] = frozenset()
+    # (option, value) of each option with a value, in the order typed.
+    options: tuple[tuple[str, str], ...] = ()
     label_text: str = ""
     # A refusal that quotes nothing typed; None when the line can run.
     error: FailsafeError | None = None
@@ -219,7 +254,12 @@ def parse_line(line: str) -> ParsedLine:
             message = f"{syntax.name} takes no arguments"
         return ParsedLine(syntax, public + (None,), error=TerminalUsageError(message))
 
-    usage = f"Usage: {syntax.name} <backup-id>"
+    if syntax.backup_id_optional:
+        usage = f"Usage: {syntax.name} [<backup-id>]"
+        if not rest:
+            return ParsedLine(syntax, public)
+    else:
+        usage = f"Usage: {syntax.name} <backup-id>"
     if not rest:
         return ParsedLine(syntax, public, error=TerminalUsageError(usage))
     shown: list[str | None] = list(public)
@@ -231,19 +271,73 @@ def parse_line(line: str) -> ParsedLine:
         shown.append(None)
         error = InvalidBackupId(f"{INVALID_ID}: give it as failsafe backups lists it")
     flags = set()
-    for word in rest[1:]:
-        if word.lower() in syntax.flags:
+    options: list[tuple[str, str]] = []
+    tail = rest[1:]
+    position = 0
+    while position < len(tail):
+        word = tail[position]
+        position += 1
+        if word.lower() in syntax.options:
+            shown.append(word)
+            has_value = position < len(tail) and not tail[position].startswith("--")
+            if has_value and not _option_value_looks_public(word.lower(), tail[position]):
+                # Not the shape of a selection: it may be a secret typed in the wrong place.
+                shown.append(None)
+                position += 1
+                error = error or TerminalUsageError(
+                    f"{word.lower()} takes MODEL:KEY,KEY (accounts.user:alice,bob) or, for "
+                    "--damage, kinds (removed,modified,added); --undo-actor a username, "
+                    "--since an ISO time (2026-12-03T14:00:00Z)"
+                )
+            elif has_value:
+                shown.append(tail[position])
+                options.append((word.lower(), tail[position]))
+                position += 1
+            elif word.lower() in syntax.optional_values:
+                options.append((word.lower(), ""))
+            else:
+                error = error or TerminalUsageError(
+                    f"{word.lower()} needs a value: MODEL:KEY,KEY (accounts.user:alice,bob)"
+                )
+        elif word.lower() in syntax.flags:
             shown.append(word)
             flags.add(word.lower())
         else:
             shown.append(None)
+            known = sorted(syntax.flags) + [f"{option} …" for option in sorted(syntax.options)]
             error = error or TerminalUsageError(
-                f"{usage} [{' '.join(sorted(syntax.flags))}]; "
+                f"{usage} [{' '.join(known)}]; "
                 "the failsafe password is asked for, never typed on the line"
+                if syntax.flags
+                else usage
             )
     return ParsedLine(
-        syntax, tuple(shown), backup_id=backup_id, flags=frozenset(flags), error=error
+        syntax,
+        tuple(shown),
+        backup_id=backup_id,
+        flags=frozenset(flags),
+        options=tuple(options),
+        error=error,
     )
+
+
+_LABEL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.")
+# Django's username characters; an ISO time's.
+_USERNAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "@.+-_")
+_TIME_CHARACTERS = frozenset(string.digits + "-:T.Z+ tz")
+
+
+def _option_value_looks_public(option: str, value: str) -> bool:
+    """Whether an option's value has the shape of a selection, and so is shown: a model
+    label and keys for --only, words for --damage."""
+    if option == "--damage":
+        return all(word.isalpha() and len(word) <= 16 for word in value.split(",") if word)
+    if option == "--undo-actor":
+        return 0 < len(value) <= 150 and set(value) <= _USERNAME_CHARACTERS
+    if option == "--since":
+        return 0 < len(value) <= 40 and set(value) <= _TIME_CHARACTERS
+    label, colon, _keys = value.partition(":")
+    return bool(colon) and "." in label and set(label) <= _LABEL_CHARACTERS
 
 
 def split_inline_secret(line: str) -> tuple[str, str, tuple[str, str] | None]:
@@ -347,8 +441,13 @@ def _dispatch(parsed: ParsedLine, *, actor, ask, inline) -> dict:
         return _set_password(parsed.secret, actor=actor, ask=ask, inline=inline)
 
     backup_id = parsed.backup_id
+    if syntax is DRILL:
+        return seed.drill(services.run_drill(actor=actor, backup_id=backup_id or None))
+    selection = _selection(parsed)
     if syntax is RESTORE and "--dry-run" in parsed.flags:
-        return seed.restore(services.restore(actor=actor, backup_id=backup_id, dry_run=True))
+        return seed.restore(
+            services.restore(actor=actor, backup_id=backup_id, dry_run=True, **selection)
+        )
     # Validate the id before asking for the password, so a typo costs no secret.
     services.get_backup(backup_id)
     password = _secret(
@@ -363,7 +462,31 @@ def _dispatch(parsed: ParsedLine, *, actor, ask, inline) -> dict:
                 accept_issues="--accept-issues" in parsed.flags,
             )
         )
-    return seed.restore(services.restore(actor=actor, backup_id=backup_id, password=password))
+    return seed.restore(
+        services.restore(
+            actor=actor,
+            backup_id=backup_id,
+            password=password,
+            accept_conflicts="--accept-conflicts" in parsed.flags,
+            force_password_reset="--force-password-reset" in parsed.flags,
+            **selection,
+        )
+    )
+
+
+def _selection(parsed: ParsedLine) -> dict:
+    """`--only`, `--damage`, `--undo-actor` and `--since` of a restore line, for the service."""
+    only = [value for option, value in parsed.options if option == "--only"]
+    damage = [value for option, value in parsed.options if option == "--damage"]
+    has_damage = any(option == "--damage" for option, _value in parsed.options)
+    undo_actor = [value for option, value in parsed.options if option == "--undo-actor"]
+    since = [value for option, value in parsed.options if option == "--since"]
+    return {
+        "only": only or None,
+        "damage": [value for value in damage if value] if has_damage else None,
+        "undo_actor": undo_actor[-1] if undo_actor else None,
+        "since": since[-1] if since else None,
+    }
 
 
 def _set_password(new_password: str, *, actor, ask, inline) -> dict:

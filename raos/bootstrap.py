@@ -1,5 +1,5 @@
 """First-run set-up: the SuperAdmin, the server license passkey, the failsafe's archive
-keyset, optional demo data.
+keyset, its default schedules, optional demo data.
 
 Safe to run again: an existing SuperAdmin is left as it is, the passkey is only replaced on
 request, and demo data is topped up to the number asked, never duplicated. A keyset is only
@@ -38,6 +38,8 @@ class BootstrapResult:
     owner_changed: bool = False
     # The archive keyset file created by this run, if any.
     keyset_created: str | None = None
+    # The names of the default schedules this run created (none once they exist).
+    schedules_created: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,6 +75,8 @@ def bootstrap(
     # keyset's creation is audited on its own.
     result.keyset_created = failsafe.prepare_keyset()
     result.notes.extend(failsafe.keyset_problems())
+    # Each is created once; a schedule edited or turned off in the admin stays so.
+    result.schedules_created = failsafe.ensure_default_schedules()
     return result
 
 

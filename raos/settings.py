@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "axes",
     "django_celery_beat",
+    # /health/ (failsafe/monitoring.py): its templates and `manage.py health_check`.
+    "health_check",
     "accounts",
     "licensing",
     "failsafe",
@@ -79,6 +81,27 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'd
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for a writer instead of failing at once with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 30)
+# The change journal (journal/): PostgreSQL row triggers record every change to the captured
+# models, with the database role, the time and the Django user of the request; SQLite has no
+# such triggers, so there the app is not installed at all.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    INSTALLED_APPS[INSTALLED_APPS.index("raos") : INSTALLED_APPS.index("raos")] = [
+        "pgtrigger",
+        "pghistory",
+        "journal",
+    ]
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+        "journal.middleware.JournalMiddleware",
+    )
+    # The triggers live on other apps' tables (auth, accounts, licensing), so they are not
+    # written into those apps' migrations: `migrate` installs them afterwards, every time
+    # (journal/apps.py, where their tables exist).
+    PGTRIGGER_MIGRATIONS = False
+    # The moment of each change, not of its transaction's start.
+    PGHISTORY_CREATED_AT_FUNCTION = "CLOCK_TIMESTAMP()"
+    # Only requests that may write carry their user into the journal.
+    PGHISTORY_MIDDLEWARE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 AUTH_USER_MODEL = "accounts.User"
 # django-axes' check first: a locked-out login is refused before its password is tested.
@@ -240,6 +263,15 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 # mail goes to the console, so nothing is lost silently on a fresh machine.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="raos-failsafe@localhost")
+# Who else gets the failsafe's notifications (SuperAdmins with an address always do), and
+# JSON webhooks, comma-separated; each request is signed with the HMAC key in
+# FAILSAFE_NOTIFY_WEBHOOK_SECRET, read from the environment when a message is sent (README
+# "Notifications"). FAILSAFE["NOTIFY_WEBHOOKS"] may also give each webhook its own key.
+FAILSAFE["NOTIFY_EMAILS"] = env.list("FAILSAFE_NOTIFY_EMAILS", default=[])
+FAILSAFE["NOTIFY_WEBHOOKS"] = [
+    {"url": url, "secret_env": "FAILSAFE_NOTIFY_WEBHOOK_SECRET"}
+    for url in env.list("FAILSAFE_NOTIFY_WEBHOOKS", default=[])
+]
 # /health/ and /metrics answer a request with this bearer token, or from these addresses
 # (IPs or networks); with neither set they answer loopback only.
 MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.views import PasswordChangeView
+from failsafe import monitoring
 
 admin.site.site_header = "RaOS Failsafe"
 admin.site.site_title = "RaOS Failsafe"
@@ -16,6 +17,9 @@ urlpatterns = [
     path("admin/password_change/", PasswordChangeView.as_view(), name="admin_password_change"),
     path("admin/", admin.site.urls),
     path("api/", include("failsafe.api.urls")),
+    # For monitors: a bearer token or an allow-listed address (MONITORING_TOKEN/_ALLOW).
+    path("health/", monitoring.HealthView.as_view(), name="health"),
+    path("metrics", monitoring.metrics, name="metrics"),
     path("", include("failsafe.urls")),
     path("", include("accounts.urls")),
 ]

@@ -113,7 +113,11 @@ def test_the_keyset_is_created_once_and_its_creation_audited_as_the_system():
     assert bootstrap()["FailsafeKeysetCreated"] == settings.FAILSAFE_KEYSET_FILE
     bootstrap()
     created = AuditEvent.objects.get(action="failsafe.keys.create")
-    assert (created.source, created.actor_username, created.outcome) == ("system", "", "SUCCESS")
+    assert (created.source, created.actor_username, created.outcome) == (
+        "system",
+        "system",
+        "SUCCESS",
+    )
     assert created.details["primary"] == keys.primary_key_id()
 
 

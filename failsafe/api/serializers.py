@@ -5,7 +5,7 @@ same serializers describe the responses in the OpenAPI schema.
 
 from rest_framework import serializers
 
-from ..models import AuditEvent, Backup
+from ..models import AuditEvent, Backup, Drill
 from ..snapshot import iso
 
 # Secrets are hashed with argon2, which takes any length; the cap only keeps a hostile body
@@ -97,6 +97,29 @@ class ReplicaLagSerializer(serializers.Serializer):
         return [{"backup_id": backup_id, "error": error} for backup_id, error in entry.failing]
 
 
+class HealthCheckSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        help_text="last_backup, last_drill, keyset, audit_chain or replicas."
+    )
+    ok = serializers.BooleanField()
+    message = serializers.CharField(help_text="Why, in one line.")
+
+
+class HealthSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="Whether every check passes (/health/ is 200).")
+    checks = HealthCheckSerializer(many=True)
+
+
+class VerifiedRestoreSerializer(serializers.Serializer):
+    backup_id = serializers.UUIDField(
+        help_text="The last backup a restore drill proved restorable."
+    )
+    drill_id = serializers.IntegerField()
+    drilled_at = UtcDateTimeField(help_text="When that drill finished.")
+    age_seconds = serializers.IntegerField(help_text="How long ago, in seconds.")
+    rows_checked = serializers.IntegerField()
+
+
 class StatusSerializer(serializers.Serializer):
     failsafe_password_set = serializers.BooleanField()
     total_backups = serializers.IntegerField(help_text="Complete backups.")
@@ -113,6 +136,14 @@ class StatusSerializer(serializers.Serializer):
     )
     lockouts = LockoutSerializer(many=True, help_text="Your own lockouts in force.")
     replicas = ReplicaLagSerializer(many=True, help_text="How far behind each replica is.")
+    health = HealthSerializer(
+        allow_null=True, help_text="What /health/ checks: each check, and whether all pass."
+    )
+    last_verified_restore = VerifiedRestoreSerializer(
+        allow_null=True,
+        help_text="The last proven restorable backup (its newest passed restore drill, with "
+        "no failed one since); null before any drill passed.",
+    )
 
 
 # --- backups -------------------------------------------------------------------------
@@ -157,6 +188,14 @@ class BackupSerializer(serializers.ModelSerializer):
     replicas = BackupReplicaSerializer(
         many=True, read_only=True, help_text="Where the backup stands on each replica."
     )
+    pinned = serializers.BooleanField(
+        read_only=True, help_text="Retention never forgets a pinned backup."
+    )
+    reviewed_at = UtcDateTimeField(
+        allow_null=True,
+        help_text="When a person acknowledged this emergency backup (null: not yet).",
+    )
+    reviewed_by = BlankAsNullField(source="reviewed_by_username")
 
     class Meta:
         model = Backup
@@ -183,6 +222,9 @@ class BackupSerializer(serializers.ModelSerializer):
             "audit_head_seq",
             "error",
             "replicas",
+            "pinned",
+            "reviewed_at",
+            "reviewed_by",
         ]
         read_only_fields = fields
 
@@ -197,6 +239,124 @@ class BackupCreateSerializer(serializers.Serializer):
         choices=[Backup.Type.MANUAL, Backup.Type.SCHEDULED], default=Backup.Type.MANUAL
     )
     reason = serializers.CharField(max_length=REASON_MAX_LENGTH, allow_blank=True, default="")
+
+
+# --- restore drills ------------------------------------------------------------------
+
+
+class DrillModelSerializer(serializers.Serializer):
+    expected = serializers.IntegerField(help_text="Rows the archive holds.")
+    found = serializers.IntegerField(help_text="Rows read back from the scratch database.")
+    differences = serializers.IntegerField()
+    examples = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Records that differ, by name, with the columns (never the values).",
+    )
+
+
+class DrillSerializer(serializers.ModelSerializer):
+    backup_id = serializers.UUIDField(
+        allow_null=True, read_only=True, help_text="null once the backup is deleted."
+    )
+    started_by = BlankAsNullField(source="started_by_username")
+    started_at = UtcDateTimeField()
+    finished_at = UtcDateTimeField(allow_null=True)
+    scratch_database = BlankAsNullField(
+        help_text="Where it was restored: a temporary SQLite file, or the PostgreSQL database "
+        "it created and dropped."
+    )
+    models_checked = serializers.DictField(
+        child=DrillModelSerializer(), read_only=True, help_text="Per captured model label."
+    )
+    error = BlankAsNullField(help_text="Why it failed, in one line.")
+
+    class Meta:
+        model = Drill
+        fields = [
+            "id",
+            "backup_id",
+            "backup_label",
+            "outcome",
+            "started_at",
+            "finished_at",
+            "started_by",
+            "scratch_database",
+            "rows_checked",
+            "models_checked",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class DrillRequestSerializer(serializers.Serializer):
+    backup_id = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text="The backup to drill (a full id or a unique prefix); default: the newest "
+        "safe backup.",
+    )
+
+
+class PinRequestSerializer(serializers.Serializer):
+    pinned = serializers.BooleanField(
+        default=True, help_text="true: pin (retention never forgets it); false: unpin."
+    )
+    failsafe_password = secret_field(
+        required=False,
+        allow_blank=True,
+        help_text="Required to unpin: unpinning lets retention delete the backup.",
+    )
+
+
+class AcknowledgeRequestSerializer(serializers.Serializer):
+    failsafe_password = secret_field(
+        required=False,
+        allow_blank=True,
+        help_text="Required: once acknowledged, retention may delete the emergency backup.",
+    )
+
+
+# --- retention -------------------------------------------------------------------------
+
+
+class RetentionPolicySerializer(serializers.Serializer):
+    keep_last = serializers.IntegerField()
+    keep_hourly = serializers.IntegerField()
+    keep_daily = serializers.IntegerField()
+    keep_weekly = serializers.IntegerField()
+    keep_monthly = serializers.IntegerField()
+    keep_yearly = serializers.IntegerField(help_text="0: rule off; -1: every bucket.")
+    keep_safe = serializers.IntegerField(help_text="The newest safe backups always kept.")
+    keep_pre_restore_days = serializers.IntegerField()
+    time_zone = serializers.CharField(help_text="The zone hours, days, ... are counted in.")
+    description = serializers.CharField(source="describe")
+
+
+class RetentionDecisionSerializer(serializers.Serializer):
+    backup_id = serializers.UUIDField(source="backup.id")
+    created_at = UtcDateTimeField(source="backup.created_at")
+    type = serializers.CharField(source="backup.type")
+    status = serializers.CharField(source="backup.status")
+    is_safe = serializers.BooleanField(source="backup.is_safe")
+    pinned = serializers.BooleanField(source="backup.pinned")
+    reviewed_at = UtcDateTimeField(source="backup.reviewed_at", allow_null=True)
+    decision = serializers.CharField(source="action", help_text="keep or forget.")
+    reasons = serializers.ListField(
+        child=serializers.CharField(),
+        help_text='The rules that decided it, e.g. "daily 2026-12-01", "safe (newest 3)".',
+    )
+
+
+class RetentionPlanSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    message = serializers.CharField(source="summary")
+    policy = RetentionPolicySerializer(source="plan.policy")
+    keep = serializers.IntegerField(source="kept")
+    forget = serializers.IntegerField(source="to_forget")
+    backups = RetentionDecisionSerializer(
+        source="plan.decisions", many=True, help_text="Every backup, newest first."
+    )
 
 
 # --- comparison and investigation ----------------------------------------------------
@@ -222,7 +382,19 @@ class FieldChangesField(serializers.DictField):
 class ModifiedRecordSerializer(serializers.Serializer):
     record = serializers.CharField()
     fields = FieldChangesField(
-        help_text='Per field: {"from": old, "to": new}, or a note for secret columns.',
+        help_text='Per field: {"from": old, "to": new}, or a note for secret columns. A '
+        'relation is keyed by its field ("owner") and valued by the natural keys of the '
+        "records it points at (null: none).",
+    )
+
+
+class ConsequenceSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text="The relation that lost what it pointed at.")
+    target = serializers.CharField(help_text="The model label of the removed records.")
+    count = serializers.IntegerField()
+    records = serializers.ListField(child=serializers.CharField())
+    summary = serializers.CharField(
+        help_text='One line, e.g. "12 licenses lost their owner when their users were deleted".'
     )
 
 
@@ -236,6 +408,11 @@ class ModelDifferenceSerializer(serializers.Serializer):
     removed = RecordListSerializer()
     modified = ModifiedListSerializer()
     truncated = serializers.BooleanField()
+    consequences = ConsequenceSerializer(
+        many=True,
+        help_text="Records changed only because what a relation of theirs pointed at was "
+        "removed; they are listed under modified too.",
+    )
 
 
 class ComparisonSerializer(serializers.Serializer):
@@ -262,12 +439,62 @@ class HintSerializer(serializers.Serializer):
     source = serializers.CharField()
     action = serializers.CharField()
     target = serializers.CharField()
+    outcome = serializers.CharField(
+        help_text="SUCCESS, DENIED or FAILED for an audit event; added, changed or deleted "
+        "for an admin log entry."
+    )
+
+
+class NoRecordedActorSerializer(serializers.Serializer):
+    count = serializers.IntegerField(
+        help_text="Changed records no admin log entry, restore or audit event accounts for."
+    )
+    records = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Their natural keys, per model label.",
+    )
+    not_checked = serializers.IntegerField(
+        help_text="Changed records the comparison did not name, so not looked up."
+    )
+    summary = serializers.CharField(help_text="One line; empty when every change has an actor.")
+
+
+class JournalEntrySerializer(serializers.Serializer):
+    when = UtcDateTimeField()
+    who = serializers.CharField(
+        help_text='The Django user of the request that made it, else "database role <role>".'
+    )
+    database_role = serializers.CharField()
+    user = serializers.CharField(source="username", allow_blank=True)
+    operation = serializers.ChoiceField(choices=["insert", "update", "delete"])
+    columns = serializers.ListField(
+        child=serializers.CharField(), help_text="The fields an update changed (never values)."
+    )
+    what = serializers.CharField()
+    target = serializers.CharField(help_text='"<model label> <natural key>".')
+
+
+class JournalSerializer(serializers.Serializer):
+    entries = serializers.ListField(child=JournalEntrySerializer())
+    omitted = serializers.IntegerField()
+    problem = serializers.CharField(
+        allow_blank=True, help_text="Why the journal could not be read; empty when it was."
+    )
 
 
 class RootCauseSerializer(serializers.Serializer):
     since = UtcDateTimeField()
-    by_actor = serializers.DictField(child=serializers.ListField(child=HintSerializer()))
+    by_actor = serializers.DictField(
+        child=serializers.ListField(child=HintSerializer()),
+        help_text="Only events that touched a record the comparison names as changed.",
+    )
     omitted = serializers.DictField(child=serializers.IntegerField())
+    no_recorded_actor = NoRecordedActorSerializer()
+    journal = JournalSerializer(
+        allow_null=True,
+        help_text="The change journal's entries on the changed records (PostgreSQL, raw SQL "
+        "included); null where the database has no journal (SQLite).",
+    )
 
 
 class InvestigationSerializer(serializers.Serializer):
@@ -340,6 +567,42 @@ class RestoreRequestSerializer(serializers.Serializer):
         default="",
         help_text="With without_pre_restore_backup: the backup id, typed to confirm.",
     )
+    only = serializers.ListField(
+        child=serializers.CharField(max_length=10_000),
+        required=False,
+        max_length=1000,
+        help_text='Restore only these records: items "model.label:key,key" (natural keys, '
+        '"#42" for a primary key), e.g. ["accounts.user:alice,bob"]. Everything else stays.',
+    )
+    damage = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        max_length=10,
+        help_text="Restore only the damage: the records the comparison of the backup with the "
+        'live data names as these kinds ("removed", "modified", "added"); [] means removed '
+        "and modified.",
+    )
+    undo_actor = serializers.CharField(
+        required=False,
+        max_length=150,
+        help_text="Restore only the records this user changed since `since`, as the audit "
+        "trail, the admin log and (PostgreSQL) the change journal record it.",
+    )
+    since = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text='With undo_actor: an ISO time, e.g. "2026-12-03T14:00:00Z" (UTC without an '
+        "offset); not in the future.",
+    )
+    accept_conflicts = serializers.BooleanField(
+        default=False,
+        help_text="Restore selected records even if they changed again after the damage.",
+    )
+    force_password_reset = serializers.BooleanField(
+        default=False,
+        help_text="The accounts whose password, role, active flag or groups the restore "
+        "changes must change their password at their next login.",
+    )
 
 
 class ModelPlanSerializer(serializers.Serializer):
@@ -358,10 +621,51 @@ class CascadeSerializer(serializers.Serializer):
     examples = serializers.ListField(child=serializers.CharField())
 
 
+class RestoreRecordSerializer(serializers.Serializer):
+    model = serializers.CharField(source="label")
+    record = serializers.CharField(help_text="Its natural key.")
+    action = serializers.ChoiceField(choices=["insert", "update", "delete", "unchanged"])
+    columns = serializers.ListField(child=serializers.CharField())
+    selected_by = serializers.CharField(
+        required=False,
+        help_text="Selected by actor and time (undo_actor) only: the actor whose log entries "
+        "named it.",
+    )
+    entries = serializers.IntegerField(
+        required=False,
+        help_text="Selected by actor and time (undo_actor) only: how many log entries named it.",
+    )
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not instance.selected_by:  # selected by key or by the damage
+            del data["selected_by"], data["entries"]
+        return data
+
+
+class AccountChangeSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    changes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text='"restored", "deleted", or the columns changed (password, role, is_active, '
+        "groups, ...).",
+    )
+
+
 class RestorePlanSerializer(serializers.Serializer):
     is_noop = serializers.BooleanField()
     models = ModelPlanSerializer(many=True)
     cascades = CascadeSerializer(many=True)
+    selective = serializers.BooleanField()
+    records = RestoreRecordSerializer(many=True, help_text="A selective restore's records.")
+    conflicts = serializers.ListField(child=serializers.CharField())
+    accounts = AccountChangeSerializer(
+        many=True, help_text="Accounts whose sessions and API tokens the restore ends."
+    )
+    own_account = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the restore changes of the acting SuperAdmin's own account.",
+    )
 
 
 class VerificationSerializer(serializers.Serializer):
@@ -378,6 +682,15 @@ class RestoreResultSerializer(serializers.Serializer):
     verification = VerificationSerializer(allow_null=True, help_text="null for a dry run.")
     sessions_flushed = serializers.IntegerField()
     tokens_revoked = serializers.IntegerField(help_text="API tokens revoked, this one included.")
+    contained_accounts = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Usernames whose password, role, active flag or groups the restore changed: "
+        "their sessions and API tokens ended.",
+    )
+    password_reset = serializers.BooleanField(
+        source="plan.password_reset",
+        help_text="Whether those accounts must change their password at their next login.",
+    )
     next_steps = serializers.ListField(child=serializers.CharField())
 
 

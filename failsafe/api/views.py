@@ -50,6 +50,8 @@ ENTRY_POINTS = [
     ("trigger", "api:trigger", "POST the passkey: emergency backup and investigation"),
     ("password", "api:password", "PUT: set or change the failsafe password"),
     ("audit", "api:audit", "GET: the audit trail"),
+    ("drills", "api:drills", "GET: restore drills; POST: run one (backup_id optional)"),
+    ("retention", "api:retention", "GET: every backup as retention would keep or forget it"),
     ("terminal", "api:terminal", "POST one line of the terminal language"),
     ("schema", "api:schema", "OpenAPI 3 schema (signed-in users)"),
     ("docs", "api:docs", "Swagger UI (signed-in users)"),
@@ -58,7 +60,10 @@ BACKUP_ENTRY_POINTS = [
     ("backup", "api:backup", "GET: one backup"),
     ("mark_safe", "api:backup-mark-safe", "POST the failsafe password: mark it safe"),
     ("compare", "api:backup-compare", "GET: compare it (or live) with the last safe one"),
+    ("investigation", "api:backup-investigation", "GET: the investigation kept with it"),
     ("restore", "api:backup-restore", "POST: restore it (dry_run first)"),
+    ("pin", "api:backup-pin", "POST: pin it (retention never forgets it), or unpin it"),
+    ("acknowledge", "api:backup-acknowledge", "POST: acknowledge an emergency backup"),
 ]
 
 
@@ -327,10 +332,29 @@ class CompareView(FailsafeView):
         return Response(api.ComparisonSerializer(result).data)
 
 
+class InvestigationView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="The investigation kept with an emergency backup, as it was when taken",
+        parameters=[BACKUP_ID],
+        responses={
+            200: api.InvestigationSerializer,
+            **COMMON_ERRORS,
+            404: _detail(
+                "No backup has that id, the id is malformed, or the backup keeps no "
+                "investigation (only emergency backups do)."
+            ),
+        },
+    )
+    def get(self, request, backup_id):
+        report = services.stored_investigation(actor=self.actor, backup_id=backup_id)
+        return Response(api.InvestigationSerializer(report).data)
+
+
 class RestoreView(FailsafeView):
     @extend_schema(
         tags=["failsafe"],
-        summary="Restore the database from a backup, all or nothing",
+        summary="Restore the database from a backup, all or nothing, or only selected records",
         parameters=[BACKUP_ID],
         request=api.RestoreRequestSerializer,
         responses={
@@ -340,7 +364,9 @@ class RestoreView(FailsafeView):
             **SECRET_ERRORS,
             409: _detail(
                 "Failsafe password not set, backup unusable, schema mismatch, rows outside "
-                "the backup would be deleted, or another backup or restore is running."
+                "the backup would be deleted, a selected record conflicts (changed again "
+                "after the damage, or a unique value taken), or another backup or restore "
+                "is running."
             ),
             422: _detail("The backup's archive is damaged."),
         },
@@ -355,8 +381,98 @@ class RestoreView(FailsafeView):
             allow_cascade=data["allow_cascade"],
             without_pre_restore_backup=data["without_pre_restore_backup"],
             confirmation=data["confirm"],
+            only=data.get("only"),
+            damage=data.get("damage"),
+            undo_actor=data.get("undo_actor"),
+            since=data.get("since"),
+            accept_conflicts=data["accept_conflicts"],
+            force_password_reset=data["force_password_reset"],
         )
         return Response(api.RestoreResultSerializer(result).data)
+
+
+class PinView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Pin a backup so that retention never forgets it, or unpin it",
+        parameters=[BACKUP_ID],
+        request=api.PinRequestSerializer,
+        responses={200: api.BackupSerializer, **COMMON_ERRORS, **NOT_FOUND, **SECRET_ERRORS},
+    )
+    def post(self, request, backup_id):
+        data = self.validated(api.PinRequestSerializer, request.data)
+        backup = services.pin(
+            actor=self.actor,
+            backup_id=backup_id,
+            pinned=data["pinned"],
+            password=data.get("failsafe_password") or None,
+        )
+        return Response(api.BackupSerializer(backup).data)
+
+
+class AcknowledgeView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Acknowledge an emergency backup as reviewed: retention may then forget it",
+        parameters=[BACKUP_ID],
+        request=api.AcknowledgeRequestSerializer,
+        responses={200: api.BackupSerializer, **COMMON_ERRORS, **NOT_FOUND, **SECRET_ERRORS},
+    )
+    def post(self, request, backup_id):
+        data = self.validated(api.AcknowledgeRequestSerializer, request.data)
+        backup = services.acknowledge(
+            actor=self.actor,
+            backup_id=backup_id,
+            password=data.get("failsafe_password") or None,
+        )
+        return Response(api.BackupSerializer(backup).data)
+
+
+class RetentionView(FailsafeView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="What retention would keep and forget now, and why (a dry run)",
+        responses={
+            200: api.RetentionPlanSerializer,
+            **COMMON_ERRORS,
+            500: _detail("The retention settings are not valid."),
+        },
+    )
+    def get(self, request):
+        result = services.prune(actor=self.actor, dry_run=True)
+        return Response(api.RetentionPlanSerializer(result).data)
+
+
+class DrillListView(PaginatedView):
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Restore drills, newest first",
+        responses={200: api.DrillSerializer(many=True), **COMMON_ERRORS},
+    )
+    def get(self, request):
+        return self.paginated(services.list_drills(actor=self.actor), api.DrillSerializer)
+
+    @extend_schema(
+        tags=["failsafe"],
+        summary="Run a restore drill: restore a backup into a scratch database and check it",
+        description=(
+            "Restores the backup named (default: the newest safe one) into a scratch "
+            "database, never the live one, and checks every captured model's rows against "
+            "its archive. The drill is the result: `outcome` is PASSED or FAILED (with "
+            "`error`), and a failed drill is also notified."
+        ),
+        request=api.DrillRequestSerializer,
+        responses={
+            201: api.DrillSerializer,
+            **COMMON_ERRORS,
+            404: _detail("No backup has that id, the id is malformed, or no backup is safe."),
+            409: _detail("The backup did not complete, or another drill is running."),
+        },
+    )
+    def post(self, request):
+        data = self.validated(api.DrillRequestSerializer, request.data)
+        drill = services.run_drill(actor=self.actor, backup_id=data.get("backup_id") or None)
+        return Response(api.DrillSerializer(drill).data, status=status.HTTP_201_CREATED)
 
 
 class TriggerView(FailsafeView):

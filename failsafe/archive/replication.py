@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import hmac
 import logging
+import random
 from dataclasses import dataclass, field
 
 import tink
@@ -354,6 +355,79 @@ def verify(replica: Storage, *, location: dict) -> dict[str, int]:
     """Decodes every record of the backup as the replica holds it (every chunk decrypted
     and matched to its name); per-model row counts, or ArchiveCorrupt."""
     return ArchiveStore(replica).verify(**location)
+
+
+@dataclass
+class SampleReport:
+    """A sample of a replica's chunks read back: how many were found intact, and per
+    backup id the first problem found in its copy (a chunk, its manifest or its file)."""
+
+    checked: int = 0
+    damaged: dict[str, str] = field(default_factory=dict)
+
+
+def verify_sample(
+    replica: Storage, *, locations: list[dict], count: int, rng: random.Random | None = None
+) -> SampleReport:
+    """Reads back `count` chunks drawn at random from those the backups at `locations`
+    name, as the replica holds them: each decrypted and matched to its name and its
+    manifest entry, as verification checks it. Each backup's manifest is read from the
+    replica too (checked by its SHA-256); a format-1 archive counts as one item, its whole
+    file checked by its SHA-256. Cheap enough to run every hour, where verifying every
+    copy is not. Raises whatever the replica's storage raises; damage is in the report."""
+    rng = rng or random.SystemRandom()
+    store = ArchiveStore(replica)
+    report = SampleReport()
+    drawn: dict[bytes, tuple[dict, chunked.Manifest, chunked.ModelEntry, chunked.ChunkRef]] = {}
+    whole_files: list[dict] = []
+    for location in locations:
+        if not location["name"].endswith(chunked.SUFFIX):
+            whole_files.append(location)
+            continue
+        try:
+            manifest = store.read_manifest(**location)
+        except ArchiveCorrupt as exc:
+            report.damaged[location["backup_id"]] = str(exc)
+            continue
+        for entry in manifest.models:
+            for ref in entry.chunks:
+                drawn.setdefault(ref.id, (location, manifest, entry, ref))
+    items = list(drawn.values()) + whole_files
+    readers: dict[str, chunked.ChunkedReader] = {}
+    for item in rng.sample(items, min(count, len(items))):
+        if isinstance(item, dict):
+            backup_id = item["backup_id"]
+            problem = _whole_file_problem(replica, item)
+        else:
+            location, manifest, entry, ref = item
+            backup_id = location["backup_id"]
+            reader = readers.get(backup_id)
+            if reader is None:
+                reader = readers[backup_id] = chunked.ChunkedReader(
+                    manifest,
+                    chunks=files.ChunkFiles(replica),
+                    aead=keys.streaming_aead(key_id=location.get("key_id"), backup_id=backup_id),
+                    backup_id=backup_id,
+                )
+            try:
+                reader.read_chunk(entry.spec, ref)
+                problem = ""
+            except ArchiveCorrupt as exc:
+                problem = str(exc)
+        if problem:
+            report.damaged.setdefault(backup_id, problem)
+        else:
+            report.checked += 1
+    return report
+
+
+def _whole_file_problem(replica: Storage, location: dict) -> str:
+    data = _read(replica, location["name"])
+    if data is None:
+        return f"Archive of backup {location['backup_id']} is missing on the replica"
+    if not hmac.compare_digest(_sha256(data), (location.get("sha256") or "").lower()):
+        return f"Archive checksum mismatch for backup {location['backup_id']} on the replica"
+    return ""
 
 
 # --- a replica as a source of damaged chunks -----------------------------------------

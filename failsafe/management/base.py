@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 from django.core.management.base import BaseCommand, CommandError
 
-from .. import services
+from .. import journal, services
 from ..exceptions import REFUSALS, as_refusal
 from ..models import AuditEvent
 from ..progress import Progress, TerminalProgress
@@ -32,7 +32,10 @@ class FailsafeCommand(BaseCommand):
     def handle(self, *args, **options):
         self.options = options
         try:
-            self.run(self.acting(options), **options)
+            actor = self.acting(options)
+            # What the command changes, the change journal (PostgreSQL) records as the actor's.
+            with journal.attributed(actor.username):
+                self.run(actor, **options)
         except REFUSALS as exc:
             raise CommandError(one_line(exc)) from None
         except (CommandError, KeyboardInterrupt):

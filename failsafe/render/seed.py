@@ -56,6 +56,60 @@ def status(result) -> dict:
         "Problems": list(result.problems),
         "Lockouts": [lockout(entry) for entry in result.lockouts],
         "Replicas": [replica_lag(entry) for entry in result.replicas],
+        "Health": health(result.health) if result.health is not None else None,
+        "LastVerifiedRestore": verified_restore(result.last_verified_restore),
+    }
+
+
+def verified_restore(proof) -> dict | None:
+    """The last backup a restore drill proved restorable (services.VerifiedRestore)."""
+    if proof is None:
+        return None
+    return {
+        "BackupId": proof.backup_id,
+        "DrillId": proof.drill_id,
+        "DrilledAtUtc": iso(proof.drilled_at),
+        "AgeSeconds": proof.age_seconds,
+        "RowsChecked": proof.rows_checked,
+    }
+
+
+def drill(record) -> dict:
+    """A restore drill (models.Drill): `Success` says whether the backup restored whole."""
+    return {
+        "Success": record.passed,
+        "Message": record.summary,
+        "DrillId": record.pk,
+        "BackupId": str(record.backup_id) if record.backup_id else None,
+        "BackupLabel": record.backup_label,
+        "Outcome": record.outcome,
+        "StartedAtUtc": iso(record.started_at),
+        "FinishedAtUtc": iso(record.finished_at),
+        "StartedBy": record.started_by_username or None,
+        "ScratchDatabase": record.scratch_database or None,
+        "RowsChecked": record.rows_checked,
+        "Models": [
+            {
+                "Model": label,
+                "Expected": check.get("expected"),
+                "Found": check.get("found"),
+                "Differences": check.get("differences"),
+                "Examples": check.get("examples", []),
+            }
+            for label, check in (record.models_checked or {}).items()
+        ],
+        "Error": record.error or None,
+    }
+
+
+def health(report) -> dict:
+    """What /health/ checks (services.monitoring.health), as the status carries it."""
+    return {
+        "Ok": report.ok,
+        "Checks": [
+            {"Name": check.name, "Ok": check.ok, "Message": check.message}
+            for check in report.checks
+        ],
     }
 
 
@@ -300,6 +354,18 @@ def model_difference(difference) -> dict:
             ],
         },
         "Truncated": difference.truncated,
+        # What followed a removal, one line each ("12 licenses lost their owner when their
+        # users were deleted"); the records stay listed under Modified too.
+        "Consequences": [
+            {
+                "Field": consequence.field,
+                "Target": consequence.target,
+                "Count": consequence.count,
+                "Records": list(consequence.records),
+                "Summary": consequence.summary,
+            }
+            for consequence in difference.consequences
+        ],
     }
 
 
@@ -325,15 +391,47 @@ def hint(entry) -> dict:
         "Source": entry.source,
         "Action": entry.action,
         "Target": entry.target,
+        "Outcome": entry.outcome,
+    }
+
+
+def no_recorded_actor(unattributed) -> dict:
+    return {
+        "Count": unattributed.count,
+        "Records": {label: list(names) for label, names in unattributed.records.items()},
+        "NotChecked": unattributed.not_checked,
+        "Summary": unattributed.summary,
+    }
+
+
+def journal_entry(entry) -> dict:
+    return {
+        "When": iso(entry.when),
+        "Who": entry.who,
+        "DatabaseRole": entry.database_role,
+        "User": entry.username or None,
+        "Operation": entry.operation,
+        "Columns": list(entry.columns),
+        "What": entry.what,
+        "Target": entry.target,
     }
 
 
 def root_cause(cause) -> dict:
-    return {
+    rendered = {
         "Since": iso(cause.since),
         "ByActor": {actor: [hint(h) for h in hints] for actor, hints in cause.by_actor.items()},
         "Omitted": dict(cause.omitted),
+        "NoRecordedActor": no_recorded_actor(cause.no_recorded_actor),
     }
+    # Only where there is a change journal (PostgreSQL): elsewhere nothing is said of one.
+    if cause.journal is not None:
+        rendered["Journal"] = {
+            "Entries": [journal_entry(entry) for entry in cause.journal.entries],
+            "Omitted": cause.journal.omitted,
+            "Problem": cause.journal.problem or None,
+        }
+    return rendered
 
 
 def investigation(report) -> dict:
@@ -376,11 +474,27 @@ def cascade(hit) -> dict:
     return {"Model": hit.model, "Count": hit.count, "Examples": hit.examples}
 
 
+def restore_record(record) -> dict:
+    return {
+        "Model": record.label,
+        "Record": record.record,
+        "Action": record.action,
+        "Columns": list(record.columns),
+        "SelectedBy": record.selected_by or None,
+        "LogEntries": record.entries if record.selected_by else None,
+    }
+
+
 def restore_plan(plan) -> dict:
     return {
         "IsNoop": plan.is_noop,
         "Models": [model_plan(m) for m in plan.models],
         "Cascades": [cascade(hit) for hit in plan.cascades],
+        "Selective": plan.selective,
+        "Records": [restore_record(r) for r in plan.records],
+        "Conflicts": list(plan.conflicts),
+        "Accounts": [{"Username": a.username, "Changes": list(a.changes)} for a in plan.accounts],
+        "OwnAccount": list(plan.own_account),
     }
 
 
@@ -405,6 +519,8 @@ def restore(result) -> dict:
         },
         "SessionsFlushed": result.sessions_flushed,
         "TokensRevoked": result.tokens_revoked,
+        "ContainedAccounts": result.contained_accounts,
+        "PasswordReset": result.plan.password_reset,
         "NextSteps": list(result.next_steps),
     }
 
@@ -529,3 +645,176 @@ def recovery(result) -> dict:
         "LastSafeBackupId": str(last_safe.id) if last_safe else None,
         "NextSteps": result.next_steps,
     }
+
+
+# --- retention -----------------------------------------------------------------------
+
+
+def pin_message(record) -> str:
+    if record.pinned:
+        return "Backup pinned: retention never forgets it"
+    return "Backup unpinned: retention keeps it only while a rule does"
+
+
+ACKNOWLEDGED = "Emergency backup acknowledged: retention keeps it only while a rule does"
+
+
+def retention_policy(policy) -> dict:
+    return {
+        "KeepLast": policy.keep_last,
+        "KeepHourly": policy.keep_hourly,
+        "KeepDaily": policy.keep_daily,
+        "KeepWeekly": policy.keep_weekly,
+        "KeepMonthly": policy.keep_monthly,
+        "KeepYearly": policy.keep_yearly,
+        "KeepSafe": policy.keep_safe,
+        "KeepPreRestoreDays": policy.keep_pre_restore_days,
+        "TimeZone": policy.time_zone,
+        "Description": policy.describe(),
+    }
+
+
+def retention_decision(decision) -> dict:
+    record = decision.backup
+    return {
+        "BackupId": str(record.id),
+        "CreatedAtUtc": iso(record.created_at),
+        "Type": record.type,
+        "Status": record.status,
+        "IsSafe": record.is_safe,
+        "Pinned": record.pinned,
+        "ReviewedAtUtc": iso(record.reviewed_at),
+        "Decision": decision.action,
+        "Reasons": list(decision.reasons),
+    }
+
+
+def prune(result) -> dict:
+    return {
+        "Success": True,
+        "Message": result.summary,
+        "DryRun": result.dry_run,
+        "Policy": retention_policy(result.plan.policy),
+        "Keep": result.kept,
+        "Forget": result.to_forget,
+        "Forgotten": result.forgotten,
+        "Skipped": result.skipped,
+        "Backups": [retention_decision(decision) for decision in result.plan.decisions],
+        "Garbage": garbage(result.garbage) if result.garbage is not None else None,
+        "GarbageError": result.garbage_error or None,
+        "Replicas": [replica_cleanup(entry) for entry in result.replicas],
+    }
+
+
+def pinned(record) -> dict:
+    return {
+        "Success": True,
+        "Message": pin_message(record),
+        "BackupId": str(record.id),
+        "Pinned": record.pinned,
+    }
+
+
+def acknowledged(record) -> dict:
+    return {
+        "Success": True,
+        "Message": ACKNOWLEDGED,
+        "BackupId": str(record.id),
+        "ReviewedAtUtc": iso(record.reviewed_at),
+        "ReviewedBy": record.reviewed_by_username or None,
+    }
+
+
+# --- notifications ---------------------------------------------------------------------
+
+
+def notification_delivery(delivery: dict) -> dict:
+    return {
+        "Channel": delivery.get("channel"),
+        "To": delivery.get("to"),
+        "Ok": bool(delivery.get("ok")),
+        "Error": delivery.get("error") or None,
+        "Note": delivery.get("note") or None,
+    }
+
+
+def notification(record) -> dict:
+    return {
+        "Event": record.event,
+        "Subject": record.subject,
+        "Outcome": record.outcome,
+        "CreatedAtUtc": iso(record.created_at, timespec="seconds"),
+        "Deliveries": [notification_delivery(delivery) for delivery in record.deliveries],
+    }
+
+
+def notification_test(record, *, undelivered: list[str]) -> dict:
+    """A test message: `undelivered` (notify.undelivered) says what did not reach anyone."""
+    return {
+        "Success": not undelivered,
+        "Message": "Test notification sent to every channel"
+        if not undelivered
+        else "Test notification not delivered everywhere",
+        "Problems": list(undelivered),
+        "Notification": notification(record),
+    }
+
+
+def notification_channel(channel) -> dict:
+    return {
+        "Kind": channel.kind,
+        "To": channel.to,
+        "Signed": channel.signed if channel.kind == "webhook" else None,
+        "Note": channel.note or None,
+        "Problem": channel.problem or None,
+    }
+
+
+def notification_channels(channels) -> dict:
+    return {
+        "Success": True,
+        "Message": f"{len(channels)} notification channel{'' if len(channels) == 1 else 's'}",
+        "Channels": [notification_channel(channel) for channel in channels],
+    }
+
+
+# --- schedules -------------------------------------------------------------------------
+
+
+def task_outcome(outcome) -> dict:
+    return {
+        "Name": outcome.name,
+        "Task": outcome.task,
+        "Success": outcome.ok,
+        "Message": outcome.message,
+        "StartedAtUtc": iso(outcome.started_at),
+        "Seconds": outcome.seconds,
+    }
+
+
+def run_due(result) -> dict:
+    return {
+        "Success": result.ok,
+        "Message": result.summary,
+        "Checked": result.checked,
+        "Ran": [task_outcome(outcome) for outcome in result.outcomes],
+    }
+
+
+def schedule(state) -> dict:
+    task = state.task
+    return {
+        "Name": task.name,
+        "Task": task.task,
+        "Enabled": task.enabled,
+        "Schedule": str(task.scheduler),
+        "LastRunAtUtc": iso(task.last_run_at),
+        "TotalRunCount": task.total_run_count,
+        "Due": state.due,
+        "NextRunAtUtc": iso(state.next_at),
+        "Note": state.why or None,
+    }
+
+
+def schedules(states) -> dict:
+    return {"Schedules": [schedule(state) for state in states]}

@@ -6,6 +6,8 @@ a person reads at a terminal.
 
 from __future__ import annotations
 
+import zoneinfo
+
 from ..exceptions import one_line
 from ..snapshot import iso
 from . import seed
@@ -25,6 +27,7 @@ def status(result) -> str:
         f"Backups: {result.total_backups} ({result.safe_backups} safe)",
         f"Last safe backup: {result.last_safe_backup_id or 'none'}",
         f"Last backup at: {iso(result.last_backup_at) or 'never'}",
+        f"Last proven restorable backup: {verified_restore(result.last_verified_restore)}",
         f"System status: {result.system_status}",
     ]
     lines += _bullets("Problems:", result.problems)
@@ -33,6 +36,24 @@ def status(result) -> str:
         f"LOCKED: {entry.action} until {iso(entry.locked_until, timespec='seconds')}"
         for entry in result.lockouts
     ]
+    return "\n".join(lines)
+
+
+def verified_restore(proof) -> str:
+    if proof is None:
+        return "none yet: run failsafe_drill"
+    return f"{proof.backup_id}, drilled {_duration(proof.age_seconds)} ago"
+
+
+def drill(record) -> str:
+    lines = [record.summary]
+    for label, check in (record.models_checked or {}).items():
+        line = f"  {label}: {check.get('found')} of {check.get('expected')} rows read back"
+        if check.get("differences"):
+            line += f", {check['differences']} differ: " + "; ".join(check.get("examples", []))
+        else:
+            line += " as archived"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -163,6 +184,57 @@ def trigger(result) -> str:
         comparison(report.comparison),
     ]
     lines += _bullets("Recommendations:", report.recommendations)
+    lines += who_did_what(report.root_cause)
+    return "\n".join(lines)
+
+
+def who_did_what(cause) -> list[str]:
+    """The events that touched the changed records, per actor, each with its outcome; then
+    the changes nobody is on record for, which no actor listed above is implied to own."""
+    unattributed = cause.no_recorded_actor.summary
+    if not cause.by_actor and not unattributed:
+        return journal_lines(cause.journal)
+    lines = [f"Who did what since {iso(cause.since)}:"]
+    for actor, hints in cause.by_actor.items():
+        lines.append(f"  {actor}:")
+        lines += [
+            f"    - {iso(hint.when)} [{hint.source}] {hint.outcome or '-'}: {hint.action}"
+            + (f" on {hint.target}" if hint.target else "")
+            for hint in hints
+        ]
+        if cause.omitted.get(actor):
+            lines.append(f"    - and {cause.omitted[actor]} more")
+    if unattributed:
+        lines.append(f"  {unattributed}")
+    return lines + journal_lines(cause.journal)
+
+
+def journal_lines(report) -> list[str]:
+    """The change journal's entries on the changed records (PostgreSQL only): who, by the
+    Django user or else the database role, when, and what."""
+    if not report or not (report.entries or report.omitted or report.problem):
+        return []
+    lines = ["Change journal (database triggers; raw SQL included):"]
+    if report.problem:
+        lines.append(f"  {report.problem}")
+    lines += [
+        f"  - {iso(entry.when)} {entry.who}: {entry.what} on {entry.target}"
+        for entry in report.entries
+    ]
+    if report.omitted:
+        lines.append(f"  - and {report.omitted} more")
+    return lines
+
+
+def investigation(report) -> str:
+    """An investigation read back later (failsafe_investigation): what the trigger showed,
+    and who did what since the last safe backup."""
+    lines = [
+        f"{report.status} against the last safe backup {report.last_safe_backup or '(none)'}",
+        comparison(report.comparison),
+    ]
+    lines += _bullets("Recommendations:", report.recommendations)
+    lines += who_did_what(report.root_cause)
     return "\n".join(lines)
 
 
@@ -186,6 +258,9 @@ def _plan_lines(plan) -> list[str]:
         "Would also delete outside the backup:",
         [f"{hit.count} {hit.model}" for hit in plan.cascades],
     )
+    if plan.selective:
+        lines += _bullets("Selected records:", [record.describe() for record in plan.records])
+    lines += _bullets("Conflicts:", list(plan.conflicts))
     return lines
 
 
@@ -193,9 +268,18 @@ def restore_plan(result) -> str:
     """A dry run shown as what it is before a restore: the plan, nothing done yet."""
     lines = [f"Restoring backup {result.backup.id} would change:"]
     lines += _plan_lines(result.plan) if not result.plan.is_noop else ["  nothing"]
+    if result.own_account_warning:
+        lines.append(result.own_account_warning)
+    lines += _bullets(
+        "Accounts whose sessions and API tokens end:",
+        [account.describe() for account in result.plan.accounts],
+    )
     lines.append(
-        "First a backup of the current state is taken; afterwards every session ends and "
-        "every API token is revoked."
+        "First a backup of the current state is taken; afterwards the sessions and API "
+        "tokens of the accounts listed end."
+        if result.plan.selective
+        else "First a backup of the current state is taken; afterwards every session ends "
+        "and every API token is revoked."
     )
     return "\n".join(lines)
 
@@ -213,8 +297,18 @@ def restore(result) -> str:
         )
         lines.append(
             f"{result.sessions_flushed} sessions ended and {result.tokens_revoked} API tokens "
-            "revoked: everyone logs in again"
+            + (
+                "revoked: the accounts listed log in again"
+                if result.selective
+                else "revoked: everyone logs in again"
+            )
         )
+        accounts = [account.describe() for account in result.plan.accounts]
+        lines += _bullets("Accounts contained:", accounts)
+        if result.plan.password_reset:
+            lines.append("Those accounts must change their password at their next login")
+    elif result.own_account_warning:
+        lines.append(result.own_account_warning)
     lines += _bullets("Next steps:", result.next_steps)
     return "\n".join(lines)
 
@@ -432,3 +526,159 @@ def recovery(result) -> str:
     lines.append(f"Last safe backup: {last_safe.id if last_safe else 'none'}")
     lines += _bullets("Next:", result.next_steps)
     return "\n".join(lines)
+
+
+# --- retention -----------------------------------------------------------------------
+
+
+def _decision_table(decisions, zone) -> list[str]:
+    header = ("ID", f"Created ({zone.key})", "Type", "Status", "Reasons")
+    rows = [
+        (
+            str(decision.backup.id),
+            f"{decision.backup.created_at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
+            decision.backup.type,
+            decision.backup.status,
+            ", ".join(decision.reasons),
+        )
+        for decision in decisions
+    ]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(4)]
+
+    def line(row) -> str:
+        # The reasons, last, are as long as they are.
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        return "  ".join([*cells, row[4]])
+
+    rule = "  ".join("-" * width for width in [*widths, len(header[4])])
+    return [line(header), rule] + [line(row) for row in rows]
+
+
+def prune(result) -> list[tuple[str, bool]]:
+    """(line, is_alarm) pairs, as restic's `forget` prints: the policy, the backups kept and
+    those forgotten with the rules that decided each, then what was collected."""
+    plan = result.plan
+    zone = zoneinfo.ZoneInfo(plan.policy.time_zone)
+    lines = [(f"Applying policy: {plan.policy.describe()}", False)]
+    forget_title = "would forget" if result.dry_run else "forget"
+    for title, decisions in (("keep", plan.kept), (forget_title, plan.forgotten)):
+        if decisions:
+            lines.append(("", False))
+            lines.append((f"{title} {len(decisions)} backups:", False))
+            lines += [(line, False) for line in _decision_table(decisions, zone)]
+    lines.append(("", False))
+    lines.append((result.summary, False))
+    for entry in result.replicas:
+        if entry.error:
+            lines.append((f"Replica {entry.name}: not cleaned up: {entry.error}", True))
+            continue
+        line = f"Replica {entry.name}: {entry.deleted} manifests of forgotten backups deleted"
+        if entry.locked:
+            line += f"; {len(entry.locked)} kept, still locked (Object Lock)"
+        lines.append((line, False))
+    if result.garbage is not None:
+        lines += garbage(result.garbage)
+    elif result.garbage_error:
+        lines.append((f"Chunks not collected: {result.garbage_error}; run failsafe_gc later", True))
+    return lines
+
+
+def pinned(backup) -> str:
+    return f"{seed.pin_message(backup)} ({backup.id})"
+
+
+def acknowledged(backup) -> str:
+    return (
+        f"Emergency backup {backup.id} acknowledged by {backup.reviewed_by_username or '-'} "
+        f"at {iso(backup.reviewed_at, timespec='seconds')}: retention keeps it only while a "
+        "rule does"
+    )
+
+
+# --- notifications ---------------------------------------------------------------------
+
+
+def notification_channel(channel) -> str:
+    if channel.kind == "webhook":
+        # An unsigned webhook's note says why it is unsigned.
+        state = "signed" if channel.signed else channel.note or "unsigned"
+        line = f"webhook {channel.to} ({state})"
+        return f"{line}: {channel.problem}" if channel.problem else line
+    line = f"e-mail to {channel.to}"
+    return f"{line} ({channel.note})" if channel.note else line
+
+
+def notification_channels(channels, *, how_to_configure: str) -> str:
+    if not channels:
+        return how_to_configure
+    return "\n".join(notification_channel(channel) for channel in channels)
+
+
+def notification_test(record, *, undelivered: list[str]) -> str:
+    """One line per channel, then what did not reach anyone (notify.undelivered)."""
+    lines = []
+    for delivery in record.deliveries:
+        if delivery.get("ok") and not delivery.get("note"):
+            outcome = "sent"
+        elif delivery.get("ok"):
+            outcome = delivery["note"]
+        else:
+            outcome = f"FAILED: {delivery.get('error') or 'no reason recorded'}"
+        lines.append(f"{delivery['channel']} {delivery['to']}: {outcome}")
+    if not record.deliveries:
+        lines += list(undelivered)
+    elif undelivered:
+        lines.append(f"Not delivered everywhere ({len(undelivered)} of {len(record.deliveries)})")
+    else:
+        lines.append("Test notification sent to every channel")
+    return "\n".join(lines)
+
+
+# --- schedules -------------------------------------------------------------------------
+
+
+def run_due(result) -> list[tuple[str, bool]]:
+    """(line, is_alarm) pairs: one line per schedule that ran, then the summary."""
+    lines = [
+        (
+            f"{'ok' if outcome.ok else 'FAILED'}  {outcome.name}: {outcome.message} "
+            f"({outcome.seconds:.1f} s)",
+            not outcome.ok,
+        )
+        for outcome in result.outcomes
+    ]
+    lines.append((result.summary, not result.ok))
+    return lines
+
+
+def _when(state) -> str:
+    if state.due:
+        return "due now"
+    if state.next_at is None:
+        return state.why  # off, expired, ran once
+    return f"next {iso(state.next_at, timespec='seconds')}"
+
+
+def schedules(states) -> str:
+    if not states:
+        return "No failsafe schedules: manage.py raos_bootstrap creates the defaults."
+    header = ("Schedule", "Task", "When", "Last run", "Runs", "")
+    rows = [
+        (
+            state.task.name,
+            state.task.task,
+            str(state.task.scheduler),
+            iso(state.task.last_run_at, timespec="seconds") or "never",
+            str(state.task.total_run_count),
+            _when(state),
+        )
+        for state in states
+    ]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(5)]
+
+    def line(row) -> str:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        return "  ".join([*cells, row[5]]).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(header), rule] + [line(row) for row in rows])

@@ -14,6 +14,7 @@ from .. import logins as login_lockouts
 from ..models import AuditEvent, Backup
 from ..snapshot import iso
 from .backups import last_safe_backup
+from .drills import verified_restore
 from .guards import (
     ACTION_SET_PASSWORD,
     ACTION_UNLOCK,
@@ -24,6 +25,7 @@ from .guards import (
     secret_attempt,
 )
 from .keys import keyset_problems
+from .monitoring import health
 from .results import PasswordResult, Status
 
 
@@ -49,6 +51,8 @@ def status(*, actor: Actor) -> Status:
             lockouts=lockout.lockout_status(username=actor.username),
             problems=_problems() + replicas.problems(replica_lag),
             replicas=replica_lag,
+            health=health(),
+            last_verified_restore=verified_restore(),
         )
 
 

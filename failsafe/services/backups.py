@@ -17,16 +17,21 @@ from ..exceptions import (
     BackupNotUsable,
     FailsafeError,
     InvalidBackupId,
+    one_line,
 )
-from ..models import Backup
+from ..models import AuditEvent, Backup
 from ..progress import Progress, reporting, stage
+from . import alerts
+from .change_counts import record_change_counts
 from .guards import (
+    ACTION_BACKUP_FAILED,
     ACTION_DELETE,
     ACTION_GC,
     Actor,
     audited,
     require_failsafe_password,
     require_superadmin,
+    require_superadmin_or_system,
 )
 from .results import CollectionReport, DeleteResult, RepairResult, VerifyResult
 
@@ -106,7 +111,8 @@ def create_backup(
     progress: Progress | None = None,
 ) -> Backup:
     with audited(actor, "failsafe.backup") as details, reporting(progress):
-        require_superadmin(actor)
+        # The schedules back up as the system (services.scheduled_backup).
+        require_superadmin_or_system(actor)
         if backup_type not in (Backup.Type.MANUAL, Backup.Type.SCHEDULED):
             raise FailsafeError(f"Backup type must be MANUAL or SCHEDULED, not {backup_type!r}")
         backup = take_backup(actor=actor, backup_type=backup_type, reason=reason)
@@ -136,6 +142,18 @@ def take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
             backup.error = str(exc)[:2000]
             backup.finished_at = timezone.now()
             backup.save(update_fields=["status", "error", "finished_at"])
+            # Counted by /metrics (raos_failsafe_backup_failures_total): the trail keeps the
+            # count when retention later forgets the FAILED row.
+            audit.record(
+                action=ACTION_BACKUP_FAILED,
+                outcome=AuditEvent.Outcome.FAILED,
+                source=actor.source,
+                actor=actor.user,
+                target=str(backup.id),
+                details={"type": backup.type, "error": one_line(exc)},
+                ip=actor.ip,
+            )
+            alerts.backup_failed(backup=backup, error=exc)
             raise
         backup.state = state
         backup.archive_name = info.name
@@ -152,6 +170,10 @@ def take_backup(*, actor: Actor, backup_type: str, reason: str) -> Backup:
         # Off-site copies: a replica that is down fails its own row (failsafe_replicate
         # tries again), never the backup.
         replicas.replicate_new(backup)
+        if backup.type == Backup.Type.SCHEDULED:
+            # What anomaly detection learns each model's usual churn from; never fails
+            # the backup.
+            record_change_counts(backup)
         return backup
 
 
@@ -288,18 +310,29 @@ def delete_backup(
                 left_shared_parts=archives.keeps_shared_parts(backup),
             )
             details.update(type=backup.type, status=backup.status, was_safe=backup.is_safe)
-            # The file first: if deleting the row then fails, the row says the archive is
-            # missing and the deletion can be retried; the other way round, a manifest
-            # nobody lists would keep its chunks forever.
-            archives.delete(backup)
-            # Its manifest on each replica too, but where Object Lock still retains it.
-            result.replicas = replicas.delete(backup)
+            result.replicas = forget_backup(backup)
             details["replicas"] = [
                 {"replica": entry.name, "kept_locked": len(entry.locked), "error": entry.error}
                 for entry in result.replicas
             ]
-            backup.delete()
         return result
+
+
+def forget_backup(backup: Backup) -> list[replicas.ReplicaCleanup]:
+    """Deletes a backup's own archive (its manifest), its manifest on each replica but where
+    Object Lock still retains it, then its row; returns what each replica did.
+
+    The caller holds the operation lock and the row (select_for_update) in a transaction;
+    deleting a backup and retention's pruning both end here.
+    """
+    # The file first: if deleting the row then fails, the row says the archive is missing
+    # and the deletion can be retried; the other way round, a manifest nobody lists would
+    # keep its chunks forever.
+    archives.delete(backup)
+    # A backup that never completed has no file anywhere: no replica to connect to.
+    cleanups = replicas.delete(backup) if backup.archive_name else []
+    backup.delete()
+    return cleanups
 
 
 def collect_garbage(
@@ -317,16 +350,7 @@ def collect_garbage(
         if not dry_run:
             require_failsafe_password(actor, ACTION_GC, password)
         with oplock.operation_lock(holder=f"garbage collection by {actor.username or 'system'}"):
-            report = archives.collect_garbage(
-                grace_seconds=int(setting("GC_GRACE_SECONDS")), dry_run=dry_run
-            )
-            # The same on each replica, keeping what Object Lock still retains.
-            report = CollectionReport.of(
-                report,
-                replicas=replicas.collect_garbage(
-                    grace_seconds=int(setting("GC_GRACE_SECONDS")), dry_run=dry_run
-                ),
-            )
+            report = collect_unreferenced(dry_run=dry_run)
         details.update(
             deleted=report.deleted,
             bytes_freed=report.bytes_freed,
@@ -343,3 +367,14 @@ def collect_garbage(
             ],
         )
         return report
+
+
+def collect_unreferenced(*, dry_run: bool) -> CollectionReport:
+    """The chunks no manifest names, older than GC_GRACE_SECONDS, deleted from the store and
+    from each replica (but what Object Lock still retains there). The caller holds the
+    operation lock; collect_garbage and retention's pruning both end here."""
+    grace_seconds = int(setting("GC_GRACE_SECONDS"))
+    report = archives.collect_garbage(grace_seconds=grace_seconds, dry_run=dry_run)
+    return CollectionReport.of(
+        report, replicas=replicas.collect_garbage(grace_seconds=grace_seconds, dry_run=dry_run)
+    )

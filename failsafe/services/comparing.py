@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+import logging
+
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from licensing import services as licensing
@@ -10,11 +12,17 @@ from licensing import services as licensing
 from .. import archives, capture, recovery
 from ..compare import ComparisonResult
 from ..compare import compare as compare_snapshots
-from ..exceptions import ArchiveCorrupt, FailsafeError, UnacceptedIssues
-from ..investigate import investigate
+from ..exceptions import (
+    ArchiveCorrupt,
+    FailsafeError,
+    InvestigationNotFound,
+    UnacceptedIssues,
+)
+from ..investigate import Investigation, investigate
 from ..models import Backup
 from ..progress import Progress, reporting, stage
-from .backups import last_safe_backup, take_backup, usable_backup
+from . import alerts
+from .backups import get_backup, last_safe_backup, take_backup, usable_backup
 from .guards import (
     ACTION_MARK_SAFE,
     ACTION_TRIGGER,
@@ -25,6 +33,10 @@ from .guards import (
     secret_attempt,
 )
 from .results import TriggerResult
+
+logger = logging.getLogger(__name__)
+
+ACTION_INVESTIGATION = "failsafe.investigation"
 
 
 def _rows_archived(*backups: Backup | None) -> int | None:
@@ -134,6 +146,51 @@ def mark_safe(
         return backup
 
 
+def investigate_and_keep(*, backup: Backup, safe_backup: Backup | None) -> Investigation:
+    """Investigate an emergency backup against the safe one, and keep the investigation with
+    the backup (Backup.investigation), to be read again later (stored_investigation).
+
+    Keeping it never fails the investigation: a database error is logged, and the report
+    is still returned to whoever is looking at it now.
+    """
+    comparison = compare_with_baseline(baseline=safe_backup, current=backup)
+    report = investigate(comparison=comparison, safe_backup=safe_backup)
+    data = report.to_data()
+    try:
+        with transaction.atomic():
+            Backup.objects.filter(pk=backup.pk).update(investigation=data)
+    except DatabaseError as exc:
+        logger.warning("The investigation of backup %s was not kept: %s", backup.id, exc)
+    else:
+        backup.investigation = data
+    return report
+
+
+def investigation_of(backup: Backup) -> Investigation:
+    """The investigation kept with `backup`; InvestigationNotFound when it has none."""
+    if backup.investigation is None:
+        raise InvestigationNotFound(
+            f"Backup {backup.id} has no stored investigation: only emergency backups (taken "
+            "by a trigger or by the drift watch) keep one"
+        )
+    try:
+        return Investigation.from_data(backup.investigation)
+    except ValueError as exc:
+        raise FailsafeError(
+            f"The investigation stored with backup {backup.id} cannot be read: {exc}"
+        ) from None
+
+
+def stored_investigation(*, actor: Actor, backup_id) -> Investigation:
+    """The investigation made when a backup was taken by a trigger, as it was then."""
+    with audited(actor, ACTION_INVESTIGATION, target=str(backup_id)[:64]) as details:
+        require_superadmin(actor)
+        backup = get_backup(backup_id)
+        report = investigation_of(backup)
+        details.update(backup_id=str(backup.id), issues=len(report.comparison.issues))
+        return report
+
+
 def trigger(
     *, actor: Actor, passkey: str, reason: str = "", progress: Progress | None = None
 ) -> TriggerResult:
@@ -151,7 +208,9 @@ def trigger(
             actor=actor, backup_type=Backup.Type.EMERGENCY, reason=reason or "Emergency trigger"
         )
         safe_backup = last_safe_backup()
-        comparison = compare_with_baseline(baseline=safe_backup, current=backup)
-        report = investigate(comparison=comparison, safe_backup=safe_backup)
+        report = investigate_and_keep(backup=backup, safe_backup=safe_backup)
+        comparison = report.comparison
         details.update(backup_id=str(backup.id), issues=comparison.issues[:20])
-        return TriggerResult(backup=backup, investigation=report)
+        result = TriggerResult(backup=backup, investigation=report)
+        alerts.emergency_triggered(actor=actor, result=result, reason=reason, passkey=passkey)
+        return result

@@ -17,11 +17,14 @@ from licensing.exceptions import LicensingError
 from .. import audit, lockout
 from ..exceptions import NotSuperAdmin, as_refusal
 from ..models import AuditEvent
+from . import alerts
 
 ACTION_TRIGGER = "failsafe.trigger"
-ACTION_RESTORE = "failsafe.restore"
+# A backup that failed, whatever operation took it (what /metrics counts).
+ACTION_BACKUP_FAILED = "failsafe.backup.failed"
+ACTION_RESTORE = audit.ACTION_RESTORE
 # An admin log entry a restore's cascade deleted, kept in the audit trail as evidence.
-ACTION_EVIDENCE = "failsafe.restore.evidence"
+ACTION_EVIDENCE = audit.ACTION_EVIDENCE
 ACTION_SET_PASSWORD = "failsafe.setpassword"
 ACTION_MARK_SAFE = "failsafe.marksafe"
 ACTION_DELETE = "failsafe.delete"
@@ -36,6 +39,7 @@ _DOING = {
     ACTION_MARK_SAFE: "Marking the backup safe",
     ACTION_DELETE: "Deleting the backup",
     ACTION_GC: "Collecting unused chunks",
+    "failsafe.prune": "Pruning backups (retention)",
     "failsafe.verify": "Verifying backups",
     "failsafe.compare": "The comparison",
 }
@@ -154,9 +158,21 @@ def require_superadmin(actor: Actor) -> None:
         )
 
 
-def secret_attempt(actor: Actor, action: str):
-    """Guard one check of a secret with the lockout (see failsafe.lockout.attempt)."""
-    return lockout.attempt(username=actor.username, action=action)
+@contextmanager
+def secret_attempt(actor: Actor, action: str) -> Iterator[None]:
+    """Guard one check of a secret with the lockout (see failsafe.lockout.attempt).
+
+    The refused attempt that leaves the action locked tells someone (alerts.secret_lockout),
+    once: attempts refused during the lockout do not.
+    """
+    locked_before = alerts.is_locked(username=actor.username, action=action)
+    try:
+        with lockout.attempt(username=actor.username, action=action):
+            yield
+    except PermissionDenied:
+        if not locked_before:
+            alerts.secret_lockout(actor=actor, action=action)
+        raise
 
 
 def require_failsafe_password(actor: Actor, action: str, password: str | None) -> None:

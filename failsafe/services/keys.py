@@ -38,7 +38,7 @@ ACTION_ROTATE_KEYS = "failsafe.keys.rotate"
 ACTION_EXPORT_KEYS = "failsafe.keys.export"
 ACTION_IMPORT_KEYS = "failsafe.keys.import"
 
-SYSTEM = Actor(user=None, source=AuditEvent.Source.SYSTEM)
+SYSTEM = Actor.system()
 # Only the command line may act without a SuperAdmin, and only before one exists.
 _SHELL_SOURCES = (AuditEvent.Source.CLI, AuditEvent.Source.SYSTEM)
 

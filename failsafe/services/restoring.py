@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
+
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from .. import archives, audit, oplock
+from .. import archives, audit, investigate, oplock
 from .. import restore as restore_engine
 from ..exceptions import (
     CascadeRefused,
     ConfirmationRequired,
+    InvalidSelection,
+    RestoreConflict,
     ServerFailure,
     StorageFull,
     as_refusal,
@@ -16,6 +21,8 @@ from ..exceptions import (
 )
 from ..models import AuditEvent, Backup
 from ..progress import Progress, reporting, stage
+from ..snapshot import iso
+from . import alerts
 from .backups import take_backup, usable_backup
 from .guards import (
     ACTION_EVIDENCE,
@@ -38,12 +45,29 @@ def restore(
     without_pre_restore_backup: bool = False,
     confirmation: str = "",
     progress: Progress | None = None,
+    only: list[str] | None = None,
+    damage: list[str] | None = None,
+    accept_conflicts: bool = False,
+    force_password_reset: bool = False,
+    undo_actor: str | None = None,
+    since=None,
 ) -> RestoreResult:
     """Make the captured models exactly what the backup holds, or change nothing.
 
     A backup of the current state is taken first. When it cannot be written (the disk the
     backups live on is full), the operator may still restore by naming that choice:
     `without_pre_restore_backup` with the backup's id typed as `confirmation`.
+
+    With `only` ("accounts.user:alice,bob", natural keys or "#pk") or `damage` (kinds:
+    removed, modified, added; an empty list means removed and modified), only those
+    records are restored and everything else stays (restore.apply_selective); a selected
+    record changed again after the damage is refused unless `accept_conflicts`. With
+    `undo_actor` and `since` (an ISO time), the records that user touched since then, as
+    the audit trail, the admin log and (PostgreSQL) the change journal record it.
+
+    Any restore ends the sessions and revokes the API tokens of the accounts whose password,
+    role, active flag or groups it changes (a full one ends everyone's); with
+    `force_password_reset` those accounts must change their password at their next login.
     """
     with (
         audited(actor, ACTION_RESTORE, target=str(backup_id)[:64]) as details,
@@ -52,7 +76,12 @@ def restore(
         details.update(dry_run=dry_run, allow_cascade=allow_cascade)
         if without_pre_restore_backup:
             details["without_pre_restore_backup"] = True
+        if force_password_reset:
+            details["force_password_reset"] = True
         require_superadmin(actor)
+        selection = _selection(only, damage, undo_actor, since)
+        if selection is not None:
+            details.update(selection.describe(), accept_conflicts=accept_conflicts)
         backup = usable_backup(backup_id)
         if without_pre_restore_backup and not dry_run:
             _require_confirmation(backup, confirmation)
@@ -65,10 +94,26 @@ def restore(
             archived_migrations=backup.state.get("SystemMetrics", {}).get("Migrations", {})
         )
         total_rows = archives.rows_counted(backup.state)
+        later = _later_backup(backup) if selection is not None and selection.damage else None
+        later_factory = (lambda: archives.open_sections(later)) if later is not None else None
+        later_name = f"backup {later.id}" if later is not None else ""
+
+        if dry_run and selection is not None:
+            with stage("Plan restore", total_rows):
+                plan = restore_engine.plan_selective(
+                    sections_factory=lambda: archives.open_sections(backup),
+                    selection=selection,
+                    later_factory=later_factory,
+                    later_name=later_name,
+                )
+            _own_account(plan, actor)
+            details.update(changes=_plan_counts(plan))
+            return RestoreResult(backup=backup, plan=plan, dry_run=True)
 
         if dry_run:
             with stage("Plan restore", total_rows), archives.open_sections(backup) as stream:
                 plan = restore_engine.plan_restore(sections=stream)
+            _own_account(plan, actor)
             details.update(changes=_plan_counts(plan))
             return RestoreResult(backup=backup, plan=plan, dry_run=True)
 
@@ -78,25 +123,41 @@ def restore(
             # Writes, verification against the archive and the session flush happen in one
             # transaction inside the engine: any failure rolls all of it back.
             try:
-                plan = restore_engine.apply_restore(
-                    sections_factory=lambda: archives.open_sections(backup),
-                    allow_cascade=allow_cascade,
-                    total_rows=total_rows,
-                    keep_evidence=_evidence_keeper(actor),
-                )
-            except CascadeRefused:
+                if selection is not None:
+                    with stage("Restore selected records", total_rows):
+                        plan = restore_engine.apply_selective(
+                            sections_factory=lambda: archives.open_sections(backup),
+                            selection=selection,
+                            later_factory=later_factory,
+                            later_name=later_name,
+                            allow_cascade=allow_cascade,
+                            accept_conflicts=accept_conflicts,
+                            force_password_reset=force_password_reset,
+                            keep_evidence=_evidence_keeper(actor),
+                        )
+                else:
+                    plan = restore_engine.apply_restore(
+                        sections_factory=lambda: archives.open_sections(backup),
+                        allow_cascade=allow_cascade,
+                        total_rows=total_rows,
+                        keep_evidence=_evidence_keeper(actor),
+                        force_password_reset=force_password_reset,
+                    )
+            except (CascadeRefused, InvalidSelection, RestoreConflict):
                 # Refused, not failed: the database is as it was, so is the store.
                 if pre_restore is not None:
                     _forget(pre_restore)
                     details["pre_restore_backup_id"] = None
                 raise
+        _own_account(plan, actor)
         details.update(
             changes=_plan_counts(plan),
             sessions_flushed=plan.sessions_flushed,
             tokens_revoked=plan.tokens_revoked,
+            contained_accounts=len(plan.accounts),
             restored_at=timezone.now(),
         )
-        return RestoreResult(
+        result = RestoreResult(
             backup=backup,
             plan=plan,
             dry_run=False,
@@ -105,6 +166,8 @@ def restore(
             tokens_revoked=plan.tokens_revoked,
             restored_at=timezone.now(),
         )
+        alerts.restore_done(actor=actor, result=result)
+        return result
 
 
 def _evidence_keeper(actor: Actor):
@@ -179,3 +242,89 @@ def _plan_counts(plan: restore_engine.RestorePlan) -> dict:
     return {
         m.label: {"insert": m.insert, "update": m.update, "delete": m.delete} for m in plan.models
     }
+
+
+def _selection(only: list[str] | None, damage: list[str] | None, undo_actor=None, since=None):
+    """The records a selective restore brings back; None for a full restore."""
+    if undo_actor is not None or since is not None:
+        if only is not None or damage is not None:
+            raise InvalidSelection(
+                "Choose one selection: records (--only), the damage (--damage) or an actor's "
+                "changes (--undo-actor with --since), not several"
+            )
+        return _actor_selection(undo_actor, since)
+    if only is not None and damage is not None:
+        raise InvalidSelection("Choose either records (--only) or the damage (--damage), not both")
+    if damage is not None:
+        return restore_engine.Selection(damage=restore_engine.parse_damage(damage))
+    if only is not None:
+        return restore_engine.Selection(only=restore_engine.parse_only(only))
+    return None
+
+
+def _parse_since(since) -> datetime.datetime:
+    if isinstance(since, datetime.datetime):
+        moment = since
+    else:
+        text = str(since or "").strip()
+        try:
+            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            shown = text if len(text) <= 40 else text[:40] + "…"
+            raise InvalidSelection(
+                f"--since {shown!r} is not an ISO time: write e.g. 2026-12-03T14:00:00Z"
+            ) from None
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, datetime.UTC)
+    if moment > timezone.now():
+        raise InvalidSelection(
+            f"--since {iso(moment)} is in the future: nobody changed anything since then yet"
+        )
+    return moment
+
+
+def _actor_selection(undo_actor, since) -> restore_engine.Selection:
+    """The records `undo_actor` touched since `since`, as a selection of them by pk or key."""
+    username = str(undo_actor or "").strip()
+    if not username:
+        raise InvalidSelection("--since needs --undo-actor USERNAME: whose changes to undo")
+    if since is None or not str(since).strip():
+        raise InvalidSelection(
+            f"--undo-actor {username} needs --since ISO_TIME: undo the changes made since when"
+        )
+    moment = _parse_since(since)
+    touched = investigate.touched_by(username=username, since=moment)
+    user_model = get_user_model()
+    exists = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).exists()
+    if not exists and not touched.known:
+        shown = username if len(username) <= 40 else username[:40] + "…"
+        raise InvalidSelection(
+            f"Unknown user {shown!r}: no account has that name and no log names it"
+        )
+    only: dict[str, list[str]] = {}
+    for label, key in touched.records:
+        only.setdefault(label, []).append(key)
+    if not only:
+        raise InvalidSelection(f"{username} changed no captured record since {iso(moment)}")
+    return restore_engine.Selection(
+        only=only, actor=username, since=moment, evidence=dict(touched.records)
+    )
+
+
+def _later_backup(backup: Backup) -> Backup | None:
+    """The newest complete backup taken after `backup`: it saw the damage, if any did."""
+    return (
+        Backup.objects.filter(status=Backup.Status.COMPLETE, created_at__gt=backup.created_at)
+        .exclude(pk=backup.pk)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _own_account(plan: restore_engine.RestorePlan, actor: Actor) -> None:
+    """What the restore changes of the acting SuperAdmin's own account, said in the plan."""
+    if actor.user is None:
+        return
+    for account in plan.accounts:
+        if str(account.pk) == str(actor.user.pk):
+            plan.own_account = list(account.changes)

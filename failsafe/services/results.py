@@ -15,6 +15,7 @@ from ..investigate import Investigation
 from ..lockout import Lockout
 from ..models import Backup
 from ..restore import RestorePlan
+from ..retention import Plan as RetentionPlan
 
 STATUS_OPERATIONAL = "Operational"
 STATUS_NO_PASSWORD = "Failsafe password not set"
@@ -35,12 +36,86 @@ class Status:
     replicas: list = field(default_factory=list)
     # The newest complete backup (the original module's `LastBackup`).
     last_backup: Backup | None = None
+    # What /health/ answers (services.monitoring.health): the checks and whether all pass.
+    health: HealthReport | None = None
+    # The last backup a restore drill proved restorable (services.drills), None before one.
+    last_verified_restore: VerifiedRestore | None = None
 
     @property
     def system_status(self) -> str:
         if self.problems:
             return STATUS_DEGRADED
         return STATUS_OPERATIONAL if self.failsafe_password_set else STATUS_NO_PASSWORD
+
+
+@dataclass(frozen=True)
+class VerifiedRestore:
+    """The newest backup a restore drill restored into a scratch database and found whole:
+    the last proven restorable backup, and how long ago it was proven."""
+
+    backup_id: str
+    drill_id: int
+    drilled_at: datetime.datetime
+    age_seconds: int
+    rows_checked: int
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One health check's verdict: its name ("last_backup", ...), and why, in one line."""
+
+    name: str
+    ok: bool
+    message: str
+
+
+@dataclass
+class HealthReport:
+    """What /health/ answers: every check, healthy only when all of them pass."""
+
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    @property
+    def failing(self) -> list[CheckResult]:
+        return [check for check in self.checks if not check.ok]
+
+
+@dataclass(frozen=True)
+class ReplicaMetrics:
+    """One replica in numbers: seconds between the newest backup and its newest copy
+    (0 when it holds the newest, infinite when it holds none while backups exist), and how
+    many complete backups it lacks and how many of those failed to copy."""
+
+    name: str
+    lag_seconds: float
+    behind: int
+    failed: int
+
+
+@dataclass
+class MetricsData:
+    """What /metrics exposes; a moment is None when there is none yet."""
+
+    # The newest complete backup other than a pre-restore one (what "overdue" measures),
+    # and the newest safe one: when each was taken.
+    last_backup_at: datetime.datetime | None
+    last_safe_backup_at: datetime.datetime | None
+    # Complete backups per type (every type present, 0 included), and failed backups.
+    backups: dict[str, int]
+    backup_failures: int
+    # The newest finished restore drill: when it ended and whether it passed; and when the
+    # drill of the last proven restorable backup ended (drills.last_verified_restore).
+    last_drill_at: datetime.datetime | None
+    last_drill_passed: bool
+    last_verified_restore_at: datetime.datetime | None
+    # Accounts locked out after wrong passkeys or failsafe passwords, right now.
+    locked_accounts: int
+    replicas: list[ReplicaMetrics] = field(default_factory=list)
+    health: HealthReport = field(default_factory=HealthReport)
 
 
 @dataclass
@@ -106,20 +181,53 @@ class RestoreResult:
         return None if self.dry_run else Verification(identical=True)
 
     @property
+    def selective(self) -> bool:
+        return self.plan.selective
+
+    @property
+    def contained_accounts(self) -> list[str]:
+        """The usernames of the accounts whose password, role, active flag or groups the
+        restore changes (changed, for a real one): their sessions and API tokens end."""
+        return [account.username for account in self.plan.accounts]
+
+    @property
+    def own_account_warning(self) -> str:
+        """Said in the plan when the restore changes the acting SuperAdmin's own account."""
+        if not self.plan.own_account:
+            return ""
+        return (
+            "This restore changes your own account ("
+            + ", ".join(self.plan.own_account)
+            + "): your sessions end and you log in with the restored password"
+        )
+
+    @property
     def message(self) -> str:
-        return "Dry run: nothing was changed" if self.dry_run else "Backup restoration completed"
+        if self.dry_run:
+            return "Dry run: nothing was changed"
+        if self.plan.selective:
+            return "Selected records restored"
+        return "Backup restoration completed"
 
     @property
     def next_steps(self) -> list[str]:
         if self.dry_run:
             return []
         # The original module's three steps, then what only a real restore adds.
-        return [
+        steps = [
             "Verify system integrity",
             "Review restored data",
             "Create new safe backup if system is stable",
-            "Everyone must log in again: all sessions and API tokens were ended",
         ]
+        if not self.plan.selective:
+            steps.append("Everyone must log in again: all sessions and API tokens were ended")
+        elif self.plan.accounts:
+            steps.append(
+                "The accounts listed must log in again: their sessions and API tokens were ended"
+            )
+        if self.plan.password_reset:
+            steps.append("The accounts listed must change their password at their next login")
+        return steps
 
 
 @dataclass
@@ -353,3 +461,241 @@ class CollectionReport(GarbageReport):
             **{each.name: getattr(report, each.name) for each in fields(GarbageReport)},
             replicas=replicas,
         )
+
+
+# --- retention (services/retention.py) ---------------------------------------------
+
+
+@dataclass
+class PruneResult:
+    """A retention run: every backup kept or forgotten and why (retention.Plan), what was
+    forgotten for real, and the chunks collected afterwards."""
+
+    plan: RetentionPlan
+    dry_run: bool
+    # Backups whose row and manifest were deleted (0 on a dry run).
+    forgotten: int = 0
+    # Planned to go but changed while pruning (pinned, marked safe, acknowledged): kept, and
+    # planned again on the next run.
+    skipped: int = 0
+    # Per replica: manifests deleted, or kept by its Object Lock (replicas.ReplicaCleanup).
+    replicas: list = field(default_factory=list)
+    # The collection of unreferenced chunks after forgetting (None on a dry run)...
+    garbage: CollectionReport | None = None
+    # ...or why it could not run (the backups stay forgotten; failsafe_gc collects later).
+    garbage_error: str = ""
+
+    @property
+    def kept(self) -> int:
+        return len(self.plan.kept)
+
+    @property
+    def to_forget(self) -> int:
+        return len(self.plan.forgotten)
+
+    @property
+    def summary(self) -> str:
+        if self.dry_run:
+            return (
+                f"Dry run, nothing was changed: {self.kept} backups would be kept, "
+                f"{self.to_forget} forgotten"
+            )
+        line = f"Retention: {self.kept} backups kept, {self.forgotten} forgotten"
+        if self.skipped:
+            line += f" ({self.skipped} changed while pruning, kept)"
+        if self.garbage is not None:
+            line += (
+                f"; {self.garbage.deleted} unused chunks deleted "
+                f"({self.garbage.bytes_freed} bytes freed)"
+            )
+        elif self.garbage_error:
+            line += f"; chunks not collected: {self.garbage_error}"
+        return line
+
+
+# --- notifications (services/notifications.py) -------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicaAlarm:
+    """A replica failing or lagging (or the replica settings unusable), in one line."""
+
+    replica: str
+    message: str
+
+
+@dataclass
+class OverdueResult:
+    """One overdue check: whether backups are late, which replicas fail or lag, and the
+    notifications that said so (each sent, or held back as a repeat within the hour)."""
+
+    # How often scheduled backups run (None: no schedule is on, so nothing can be late).
+    interval: datetime.timedelta | None
+    # schedules.Overdue when no backup succeeded in time, else None.
+    overdue: object | None = None
+    replicas_checked: int = 0
+    replicas: list[ReplicaAlarm] = field(default_factory=list)
+    notifications: list = field(default_factory=list)  # models.Notification
+
+    @property
+    def summary(self) -> str:
+        if self.overdue is not None:
+            parts = [f"Backups are overdue: {self.overdue.message}"]
+        elif self.interval is None:
+            parts = ["No scheduled backup is on, so backups cannot be overdue"]
+        else:
+            parts = ["Backups are on time"]
+        parts += [alarm.message for alarm in self.replicas]
+        if self.replicas_checked and not self.replicas:
+            parts.append(f"all {self.replicas_checked} replicas are in sync")
+        outcomes = [notification.outcome for notification in self.notifications]
+        told = [
+            f"{outcomes.count(outcome)} {words}" for outcome, words in _TOLD if outcome in outcomes
+        ]
+        if told:
+            parts.append("notifications: " + ", ".join(told))
+        return "; ".join(parts)
+
+
+# How an overdue check's summary counts its notifications (models.Notification.Outcome).
+_TOLD = [
+    ("SENT", "sent"),
+    ("PARTIAL", "sent to some channels"),
+    ("FAILED", "failed"),
+    ("SUPPRESSED", "held back as repeats within the hour"),
+    ("NO_CHANNEL", "not sent: no channel is configured"),
+]
+
+
+# --- schedules (services/scheduling.py) --------------------------------------------
+
+
+@dataclass
+class CatchUpResult:
+    """Replication catch-up: what each replica was sent (`replication`), then a random
+    sample of its chunks read back (`samples`, replicas.SampleOutcome, one per replica)."""
+
+    replication: ReplicationResult
+    samples: list = field(default_factory=list)
+
+    @property
+    def damaged(self) -> list[tuple[str, str, str]]:
+        """(replica, backup id, why) of each copy a sample found damaged."""
+        return [
+            (sample.replica, backup_id, why)
+            for sample in self.samples
+            for backup_id, why in sample.damaged
+        ]
+
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        """(replica, why) of each replica that could not be copied to or read back."""
+        return self.replication.problems + [
+            (sample.replica, sample.problem) for sample in self.samples if sample.problem
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return not self.replication.failed and not self.problems and not self.damaged
+
+    @property
+    def summary(self) -> str:
+        if not self.replication.replicas:
+            return self.replication.message
+        checked = sum(sample.chunks for sample in self.samples)
+        line = f"{self.replication.message}; {checked} sampled chunks read back intact"
+        if self.damaged:
+            line += (
+                f"; {len(self.damaged)} copies found damaged, replaced at the next catch-up "
+                f"(first: replica {self.damaged[0][0]}, {self.damaged[0][2]})"
+            )
+        if self.problems:
+            name, why = self.problems[0]
+            line += f"; replica {name} failed: {why}"
+        return line
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One schedule failsafe_run_due ran: its result's summary, or the refusal's one line."""
+
+    name: str  # the schedule's name, as the admin lists it
+    task: str  # the task it runs ("failsafe.scheduled_backup", ...)
+    ok: bool
+    message: str
+    started_at: datetime.datetime
+    seconds: float
+
+
+@dataclass
+class RunDueResult:
+    """A run of the due schedules: which ran and how, out of how many were looked at."""
+
+    checked: int
+    outcomes: list[TaskOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.ok for outcome in self.outcomes)
+
+    @property
+    def failed(self) -> list[TaskOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.ok]
+
+    @property
+    def summary(self) -> str:
+        if not self.outcomes:
+            return f"Nothing was due ({self.checked} schedules checked)"
+        count = len(self.outcomes)
+        ran = f"{count} due schedule{'' if count == 1 else 's'} ran"
+        return f"{ran}; {len(self.failed)} failed" if self.failed else ran
+
+
+# --- drift watch (services/watching.py) --------------------------------------------
+
+
+@dataclass
+class WatchResult:
+    """One pass of the drift watch, as its WatchRun row records it, and what it did."""
+
+    # Without a safe backup there is nothing to compare with: nothing else was done.
+    has_safe_backup: bool
+    baseline_backup_id: str | None = None
+    # The issue texts of the comparison of the live data with the safe backup, and those the
+    # previous watch had not seen.
+    issues: list[str] = field(default_factory=list)
+    new_issues: list[str] = field(default_factory=list)
+    # The anomalies (failsafe.anomaly) of the newest scheduled backup's change counts, and
+    # those the previous watch had not reported.
+    anomalies: list[str] = field(default_factory=list)
+    new_anomalies: list[str] = field(default_factory=list)
+    # The EMERGENCY backup a new issue made it take, and its investigation (kept with it).
+    emergency_backup: Backup | None = None
+    investigation: Investigation | None = None
+    notifications: list = field(default_factory=list)  # models.Notification
+
+    @property
+    def summary(self) -> str:
+        if not self.has_safe_backup:
+            return (
+                "Drift watch: no safe backup to compare the live data with, nothing watched "
+                "(mark a known-good backup safe: manage.py failsafe_marksafe BACKUP_ID)"
+            )
+        against = f"against safe backup {self.baseline_backup_id}"
+        if self.new_issues:
+            count = len(self.new_issues)
+            line = f"Drift watch: {count} new issue{'' if count == 1 else 's'} {against}"
+            line += f" ({self.new_issues[0]}"
+            line += f" and {count - 1} more)" if count > 1 else ")"
+            if self.emergency_backup is not None:
+                line += f"; emergency backup {self.emergency_backup.id} taken"
+        elif self.issues:
+            count = len(self.issues)
+            line = f"Drift watch: {count} issue{'' if count == 1 else 's'} {against}, none new"
+        else:
+            line = f"Drift watch: no issues {against}"
+        if self.anomalies:
+            count, new = len(self.anomalies), len(self.new_anomalies)
+            line += f"; {count} anomal{'y' if count == 1 else 'ies'} ({self.anomalies[0]})"
+            line += f", {new} new" if new != count else ""
+        return line

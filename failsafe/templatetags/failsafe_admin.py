@@ -14,6 +14,16 @@ def as_json(value) -> str:
 
 
 @register.filter
+def related_names(value) -> str:
+    """What a relation points at, by natural key(s): "alice", "support, helpdesk", "(none)"."""
+    if value is None or value == []:
+        return "(none)"
+    if isinstance(value, list):
+        return ", ".join(str(name) for name in value)
+    return str(value)
+
+
+@register.filter
 def lookup(mapping, key):
     """mapping[key], or None: for dicts keyed by data, such as per-actor counts."""
     return (mapping or {}).get(key)

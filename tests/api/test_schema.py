@@ -4,6 +4,7 @@ import io
 
 import pytest
 import schemathesis
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.signals import request_finished, request_started
@@ -33,9 +34,14 @@ ENDPOINTS = {
     "/api/failsafe/backups/{backup_id}/mark-safe/": {"post"},
     "/api/failsafe/backups/{backup_id}/compare/": {"get"},
     "/api/failsafe/backups/{backup_id}/restore/": {"post"},
+    "/api/failsafe/backups/{backup_id}/investigation/": {"get"},
+    "/api/failsafe/backups/{backup_id}/pin/": {"post"},
+    "/api/failsafe/backups/{backup_id}/acknowledge/": {"post"},
+    "/api/failsafe/retention/": {"get"},
     "/api/failsafe/trigger/": {"post"},
     "/api/failsafe/password/": {"put"},
     "/api/failsafe/audit/": {"get"},
+    "/api/failsafe/drills/": {"get", "post"},
     "/api/failsafe/terminal/": {"post"},
 }
 CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -134,8 +140,11 @@ def test_responses_match_the_schema(openapi, superadmin, passkey, population):
         body={"failsafe_password": FAILSAFE_PASSWORD},
     )
 
-    # Deleted, modified and re-passworded users fill every part of the comparison.
-    User.objects.filter(username="dave").delete()
+    # Deleted, modified and re-passworded users fill every part of the comparison; dave is
+    # deleted through the admin, so the who-did-what has an entry, the rest has no actor.
+    dave = User.objects.get(username="dave")
+    LogEntry.objects.log_actions(user_id=superadmin.pk, queryset=[dave], action_flag=DELETION)
+    dave.delete()
     User.objects.filter(username="bob").update(email="bob@elsewhere.example")
     carol = User.objects.get(username="carol")
     carol.set_password("a new password for carol")
@@ -145,6 +154,7 @@ def test_responses_match_the_schema(openapi, superadmin, passkey, population):
     comparison = triggered["investigation"]["comparison"]
     assert comparison["details"]["accounts.user"]["modified"]["count"] == 2
     assert triggered["investigation"]["root_cause"]["by_actor"]
+    assert triggered["investigation"]["root_cause"]["no_recorded_actor"]["count"]
     live = {"backup_id": "live"}
     call("GET", "/api/failsafe/backups/{backup_id}/compare/", 200, path_parameters=live)
     call(

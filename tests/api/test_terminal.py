@@ -263,7 +263,8 @@ SECRET = "Open-Sesame-Guess-99"
         (
             "failsafe restore {backup_id} {secret}",
             400,
-            "Usage: failsafe restore <backup-id> [--dry-run]; "
+            "Usage: failsafe restore <backup-id> [--accept-conflicts --dry-run "
+            "--force-password-reset --damage … --only …]; "
             "the failsafe password is asked for, never typed on the line",
         ),
         (

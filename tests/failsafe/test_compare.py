@@ -122,7 +122,8 @@ def test_modified_records_are_named_with_each_field_from_and_to(superadmin, popu
                 "Record": "bob",
                 "Fields": {
                     "email": {"From": "bob@example.com", "To": "bob@new.example.com"},
-                    "groups": {"From": [], "To": [group.pk]},
+                    # A relation names what it points at, as the current side names it.
+                    "groups": {"From": [], "To": ["helpdesk"]},
                 },
             }
         ],

@@ -195,8 +195,8 @@ def test_without_a_safe_backup_it_asks_for_one_and_looks_at_the_last_day(superad
     since = datetime.datetime.fromisoformat(rendered["RootCause"]["Since"])
     assert timezone.now() - since >= datetime.timedelta(hours=24)
     assert timezone.now() - since < datetime.timedelta(hours=25)
-    root_hints = rendered["RootCause"]["ByActor"]["root"]
-    assert [hint["Action"] for hint in root_hints] == ["failsafe.trigger"]
+    # Nothing to compare, so no changed record: the SuperAdmin's own trigger is no hint.
+    assert rendered["RootCause"]["ByActor"] == {}
 
 
 @pytest.mark.django_db
@@ -253,12 +253,14 @@ def test_root_cause_groups_what_each_actor_did_to_the_changed_records(superadmin
 
 
 @pytest.mark.django_db
-def test_root_cause_lists_a_bounded_number_per_actor_and_says_how_many_more(db):
+def test_root_cause_lists_a_bounded_number_per_actor_and_says_how_many_more(superadmin, population):
     backup = safe_backup(hours_ago=1)
+    baseline = take_baseline(backup)
+    User.objects.filter(username="erin").delete()
     for _ in range(HINTS_PER_ACTOR + 3):
         audit("mallory", "failsafe.restore")
 
-    report = investigate(comparison=ComparisonResult.no_safe_backup(), safe_backup=backup)
+    report = investigate(comparison=compare_with_live(baseline), safe_backup=backup)
     cause = seed.investigation(report)["RootCause"]
 
     assert len(cause["ByActor"]["mallory"]) == HINTS_PER_ACTOR
@@ -270,7 +272,7 @@ def test_api_json_mirrors_the_seed_block_in_snake_case(superadmin, population):
     backup = safe_backup()
     baseline = take_baseline(backup)
     User.objects.filter(username="erin").delete()
-    audit("root", "failsafe.trigger")
+    audit("root", "failsafe.restore", target="some-backup")
 
     report = investigate(comparison=compare_with_live(baseline), safe_backup=backup)
     rendered, api = seed.investigation(report), InvestigationSerializer(report).data
@@ -286,5 +288,10 @@ def test_api_json_mirrors_the_seed_block_in_snake_case(superadmin, population):
     assert api["last_safe_backup"] == rendered["LastSafeBackup"] == str(backup.id)
     assert api["recommendations"] == rendered["Recommendations"]
     assert api["comparison"]["issues"] == rendered["Comparison"]["Issues"]
-    assert api["root_cause"]["by_actor"]["root"][0]["action"] == "failsafe.trigger"
+    assert api["root_cause"]["by_actor"]["root"][0]["action"] == "failsafe.restore"
     assert api["root_cause"]["by_actor"]["root"][0]["source"] == "audit"
+    assert api["root_cause"]["by_actor"]["root"][0]["outcome"] == "SUCCESS"
+    assert (
+        api["root_cause"]["no_recorded_actor"]["summary"]
+        == rendered["RootCause"]["NoRecordedActor"]["Summary"]
+    )

@@ -333,7 +333,7 @@ def test_import_on_a_new_installation_needs_no_superadmin_and_is_audited_as_the_
     imported = import_keys(recovery)
     assert imported["KeysetCreated"] is True
     event = AuditEvent.objects.filter(action="failsafe.keys.import").get()
-    assert (event.source, event.actor_username, event.outcome) == ("system", "", "SUCCESS")
+    assert (event.source, event.actor_username, event.outcome) == ("system", "system", "SUCCESS")
 
     # Then the set-up of the new installation goes on, with the imported keyset.
     run("raos_bootstrap", "--superadmin", "root", "--json", "--no-input")

@@ -244,7 +244,7 @@ def test_terminal_refuses_bad_lines(actor, line, message):
 
 
 @pytest.mark.django_db
-def test_help_lists_the_seeds_seven_commands_and_backup(actor):
+def test_help_lists_the_seeds_seven_commands_backup_and_drill(actor):
     commands = [c["Command"] for c in term(actor, "help_failsafe").payload["Commands"]]
     assert commands == [
         "failsafe status",
@@ -253,6 +253,7 @@ def test_help_lists_the_seeds_seven_commands_and_backup(actor):
         "failsafe backup [reason]",
         "failsafe marksafe <backup-id>",
         "failsafe restore <backup-id>",
+        "failsafe drill [backup-id]",
         "help_failsafe",
         "help_failsafe -start <passkey>",
     ]

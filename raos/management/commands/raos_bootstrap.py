@@ -14,8 +14,9 @@ from raos.bootstrap import BootstrapResult, bootstrap
 
 class Command(BaseCommand):
     help = (
-        "First-run set-up: the SuperAdmin, the server license passkey and the failsafe's "
-        "archive keyset (safe to run again; never creates a keyset while backups exist)."
+        "First-run set-up: the SuperAdmin, the server license passkey, the failsafe's "
+        "archive keyset and its default schedules (safe to run again; never creates a "
+        "keyset while backups exist, never changes a schedule that exists)."
     )
 
     def add_arguments(self, parser):
@@ -75,6 +76,7 @@ class Command(BaseCommand):
             "DemoUsersCreated": result.demo_users_created,
             "DemoLicensesCreated": result.demo_licenses_created,
             "FailsafeKeysetCreated": result.keyset_created,
+            "SchedulesCreated": result.schedules_created,
             "Notes": result.notes,
         }
         self.stdout.write(json.dumps(printed, indent=2))
@@ -103,6 +105,13 @@ class Command(BaseCommand):
             )
         if result.keyset_created:
             self.stdout.write(f"Failsafe archive keyset created: {result.keyset_created}")
+        if result.schedules_created:
+            self.stdout.write(
+                "Failsafe schedules created (change or turn them off in the admin, under "
+                "Periodic tasks): " + ", ".join(result.schedules_created)
+            )
+        else:
+            self.stdout.write("Failsafe schedules already exist; left as they are.")
         for note in result.notes:
             self.stdout.write(self.style.WARNING(note))
         if demo:
