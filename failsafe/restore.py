@@ -288,18 +288,7 @@ def _live_pages(model: type[models.Model], spec: ModelSpec) -> Iterator[list]:
         if not page:
             return
         first, last = page[0][0], page[-1][0]
-        related = []
-        for link in links:
-            by_parent: dict = {}
-            pairs = link.through._default_manager.filter(
-                **{f"{link.source}__gte": first, f"{link.source}__lte": last}
-            ).order_by(link.source, link.target)
-            for block in capture.row_blocks(pairs, (link.source, link.target), stream=False):
-                for parent, target in block:
-                    by_parent.setdefault(parent, []).append(target)
-            related.append(by_parent)
-        for row in page:
-            yield row + [by_parent.get(row[0], []) for by_parent in related]
+        yield from _with_many_to_many(page, links, {"__gte": first, "__lte": last})
         if len(page) < page_size:
             # A short page is the end; asking again could see rows we inserted meanwhile.
             return
@@ -985,19 +974,26 @@ def _live_rows_for(model: type[models.Model], spec: ModelSpec, pks: Iterable) ->
         query = model._default_manager.filter(pk__in=wanted[start : start + LOOKUP_BATCH])
         blocks = capture.row_blocks(query.order_by(spec.fields[0]), spec.fields, stream=False)
         page = [row for block in blocks for row in block]
-        related = []
-        for link in links:
-            by_parent: dict = {}
-            pairs = link.through._default_manager.filter(
-                **{f"{link.source}__in": [row[0] for row in page]}
-            ).order_by(link.source, link.target)
-            for block in capture.row_blocks(pairs, (link.source, link.target), stream=False):
-                for parent, target in block:
-                    by_parent.setdefault(parent, []).append(target)
-            related.append(by_parent)
-        for row in page:
-            found[_pk_key(row[0])] = row + [by_parent.get(row[0], []) for by_parent in related]
+        parents = [row[0] for row in page]
+        for row in _with_many_to_many(page, links, {"__in": parents}):
+            found[_pk_key(row[0])] = row
     return found
+
+
+def _with_many_to_many(page: list, links, parent_lookups: dict) -> list:
+    """`page`'s rows, each followed by its sorted many-to-many target pks per link, as
+    capture writes them; `parent_lookups` ({"__in": pks} or a range) picks the through rows
+    of the page's parents."""
+    related = []
+    for link in links:
+        by_parent: dict = {}
+        where = {f"{link.source}{lookup}": value for lookup, value in parent_lookups.items()}
+        pairs = link.through._default_manager.filter(**where).order_by(link.source, link.target)
+        for block in capture.row_blocks(pairs, (link.source, link.target), stream=False):
+            for parent, target in block:
+                by_parent.setdefault(parent, []).append(target)
+        related.append(by_parent)
+    return [row + [by_parent.get(row[0], []) for by_parent in related] for row in page]
 
 
 def _live_matches(model: type[models.Model], keys: list[str]) -> dict[str, list]:

@@ -297,7 +297,8 @@ def parse_line(line: str) -> ParsedLine:
                 options.append((word.lower(), ""))
             else:
                 error = error or TerminalUsageError(
-                    f"{word.lower()} needs a value: MODEL:KEY,KEY (accounts.user:alice,bob)"
+                    f"{word.lower()} needs a value: "
+                    + _VALUE_HINTS.get(word.lower(), "MODEL:KEY,KEY (accounts.user:alice,bob)")
                 )
         elif word.lower() in syntax.flags:
             shown.append(word)
@@ -322,6 +323,7 @@ def parse_line(line: str) -> ParsedLine:
 
 
 _LABEL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.")
+_VALUE_HINTS = {"--undo-actor": "a username", "--since": "an ISO time (2026-12-03T14:00:00Z)"}
 # Django's username characters; an ISO time's.
 _USERNAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "@.+-_")
 _TIME_CHARACTERS = frozenset(string.digits + "-:T.Z+ tz")

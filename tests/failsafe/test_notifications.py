@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 
 import pytest
-from django_celery_beat.models import PeriodicTask
 from django.contrib.auth import get_user_model
 from django.core.files.storage import FileSystemStorage
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from failsafe import notify, schedules, services, tasks
 from failsafe.exceptions import LockedOut, NotSuperAdmin, ServerFailure
