@@ -22,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.models import Q
 
+from . import capture
 from .snapshot import model_label
 
 APP_LABEL = "journal"
@@ -182,4 +183,41 @@ def touched_by(*, username: str, since: datetime.datetime) -> dict[tuple[str, st
             for obj_id in rows.values_list("pgh_obj_id", flat=True):
                 key = (label, f"#{obj_id}")
                 found[key] = found.get(key, 0) + 1
+    return found
+
+
+def rows_at(
+    *, spec, pks: list, after: datetime.datetime, at: datetime.datetime
+) -> dict[str, list | None] | None:
+    """Each record of `pks` (model `spec`) as the journal last saw it between `after`
+    (excluded) and `at` (included), by its pk's text: its columns in `spec.fields` as
+    capture reads them (no many-to-many: the journal has none), or None when the last
+    change there deleted it. A record with no entry in that span is left out. None where
+    there is no journal or it does not cover the model."""
+    if not available():
+        return None
+    event_model = _event_models().get(spec.label)
+    if event_model is None:
+        return None
+    found: dict[str, list | None] = {}
+    query = (
+        event_model.objects.filter(
+            pgh_obj_id__in=list(pks), pgh_created_at__gt=after, pgh_created_at__lte=at
+        )
+        .order_by("pgh_obj_id", "-pgh_created_at", "-pgh_id")
+        .distinct("pgh_obj_id")
+    )
+    newest = {
+        str(obj_id): (pgh_id, label)
+        for pgh_id, obj_id, label in query.values_list("pgh_id", "pgh_obj_id", "pgh_label")
+    }
+    kept = [pgh_id for pgh_id, label in newest.values() if label != DELETE]
+    rows = {}
+    if kept:
+        by_event = event_model.objects.filter(pgh_id__in=kept)
+        for block in capture.row_blocks(by_event, spec.fields, stream=False):
+            for row in block:
+                rows[str(row[0])] = row
+    for key, (_pgh_id, label) in newest.items():
+        found[key] = None if label == DELETE else rows[key]
     return found

@@ -123,10 +123,14 @@ class RecordPlan:
     # Selected by actor and time: whose log entries selected it, and how many.
     selected_by: str = ""
     entries: int = 0
+    # Restored to a moment (--at): where its state comes from, said in the plan.
+    source: str = ""
 
     def describe(self) -> str:
         text = f"{self.action} {self.label} {self.record}"
         text = f"{text} ({', '.join(self.columns)})" if self.columns else text
+        if self.source:
+            text += f" [{self.source}]"
         if self.selected_by:
             plural = "entry" if self.entries == 1 else "entries"
             text += f" [{self.entries} log {plural} by {self.selected_by}]"
@@ -837,9 +841,20 @@ class Selection:
     actor: str = ""
     since: datetime.datetime | None = None
     evidence: dict[tuple[str, str], int] = field(default_factory=dict)
+    # To a moment between two backups (--at, the change journal): `state_at(spec, pks)`
+    # gives, by pk text, each record's row at `at` (None: deleted or not yet created) for
+    # the records the journal changed between the backup and `at`; the others keep the
+    # backup's row.
+    at: datetime.datetime | None = None
+    state_at: Callable | None = None
 
     def describe(self) -> dict:
         """For the audit trail: how many keys per model, or the kinds; never the keys."""
+        if self.at is not None:
+            return {
+                "at": iso(self.at),
+                "only": {label: len(keys) for label, keys in self.only.items()},
+            }
         if self.actor:
             return {
                 "undo_actor": self.actor,
@@ -914,6 +929,8 @@ class _Change:
     pk: object
     archived: list | None  # None: not in the backup (the restore deletes it)
     live: list | None  # None: not in the live data (the restore inserts it)
+    # With --at: the backup's (else the live) row, which still names a record gone at `at`.
+    known: list | None = None
 
     @property
     def action(self) -> str:
@@ -941,13 +958,16 @@ class _Selected:
     model: type[models.Model]
     spec: ModelSpec
     changes: dict[str, _Change] = field(default_factory=dict)
+    # With --at: the rows the journal gave (by pk text) in place of the backup's.
+    at_rows: dict[str, list | None] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return self.spec.label
 
     def name(self, change: _Change) -> str:
-        return record_namer(self.spec)(change.archived if change.archived else change.live)
+        row = change.archived or change.live or change.known
+        return record_namer(self.spec)(row) if row else f"#{change.pk}"
 
     def after(self, pk) -> tuple[bool, list | None]:
         """(selected, the row it will have): whether `pk` is selected, and its backup row."""
@@ -1395,7 +1415,9 @@ def _verify_selected(sections: Iterable[Section], chosen: dict[str, _Selected]) 
             selected.model, selected.spec, [c.pk for c in selected.changes.values()]
         )
         for key, change in selected.changes.items():
-            expected, actual = archived.get(key), live.get(key)
+            expected = selected.at_rows[key] if key in selected.at_rows else archived.get(key)
+            actual = live.get(key)
+            expected = None if expected is None else list(expected)
             actual = None if actual is None else list(actual)
             if expected == actual:
                 continue
@@ -1437,11 +1459,25 @@ def _selective_plan(
 ) -> tuple[dict[str, _Selected], RestorePlan]:
     with sections_factory() as sections:
         chosen = _choose(sections, selection)
+    if selection.state_at is not None:
+        _to_moment(chosen, selection)
     later = None
     if later_factory is not None:
         with later_factory() as sections:
             later = _later_rows(sections, chosen)
     plan = _plan_selected(chosen, later, later_name)
+    if selection.at is not None:
+        moment = iso(selection.at)
+        for record in plan.records:
+            journaled = _pk_key(record.pk) in chosen[record.label].at_rows
+            record.source = (
+                f"as at {moment}, from the change journal"
+                if journaled
+                else f"no journal entry between the backup and {moment}: the backup's row"
+            )
+            if journaled and chosen[record.label].spec.m2m:
+                links = ", ".join(chosen[record.label].spec.m2m)
+                record.source += f"; {links} from the backup (not journaled)"
     if selection.actor:
         for record in plan.records:
             entries = selection.evidence.get((record.label, f"#{record.pk}"), 0)
@@ -1450,6 +1486,31 @@ def _selective_plan(
             record.selected_by = selection.actor
             record.entries = entries
     return chosen, plan
+
+
+def _to_moment(chosen: dict[str, _Selected], selection: Selection) -> None:
+    """Replace the backup's row of each selected record by its state at `selection.at`,
+    where the journal changed it since the backup. Many-to-many links are not journaled:
+    they stay the backup's (else the live record's)."""
+    for selected in chosen.values():
+        states = selection.state_at(selected.spec, [c.pk for c in selected.changes.values()])
+        if states is None:
+            raise InvalidSelection(
+                f"--at: the change journal does not cover {selected.label}; restore it "
+                "from a backup without --at"
+            )
+        links = len(selected.spec.m2m)
+        for key, row in states.items():
+            change = selected.changes.get(key)
+            if change is None:
+                continue
+            if row is not None:
+                source = change.archived or change.live
+                related = list(source[-links:]) if source and links else [[]] * links
+                row = list(row) + related
+            change.known = change.archived or change.live
+            change.archived = row
+            selected.at_rows[key] = row
 
 
 def _nothing_by(selection: Selection) -> str:

@@ -594,6 +594,13 @@ class RestoreRequestSerializer(serializers.Serializer):
         help_text='With undo_actor: an ISO time, e.g. "2026-12-03T14:00:00Z" (UTC without an '
         "offset); not in the future.",
     )
+    at = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="With only, PostgreSQL: restore those records as the change journal had them "
+        'at this ISO time (e.g. "2026-12-03T14:00:00Z"), after the backup and not in the '
+        "future; a record the journal did not change since the backup gets the backup's row.",
+    )
     accept_conflicts = serializers.BooleanField(
         default=False,
         help_text="Restore selected records even if they changed again after the damage.",
@@ -635,11 +642,19 @@ class RestoreRecordSerializer(serializers.Serializer):
         required=False,
         help_text="Selected by actor and time (undo_actor) only: how many log entries named it.",
     )
+    source = serializers.CharField(
+        required=False,
+        help_text="Restored to a moment (at) only: whether its state comes from the change "
+        "journal at that moment or, the journal having no entry on it since the backup, from "
+        "the backup.",
+    )
 
     def to_representation(self, instance):
         data = super().to_representation(instance)
         if not instance.selected_by:  # selected by key or by the damage
             del data["selected_by"], data["entries"]
+        if not instance.source:
+            del data["source"]
         return data
 
 

@@ -385,6 +385,7 @@ class RestoreView(FailsafeView):
             damage=data.get("damage"),
             undo_actor=data.get("undo_actor"),
             since=data.get("since"),
+            at=data.get("at"),
             accept_conflicts=data["accept_conflicts"],
             force_password_reset=data["force_password_reset"],
         )

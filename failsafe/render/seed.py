@@ -482,6 +482,8 @@ def restore_record(record) -> dict:
         "Columns": list(record.columns),
         "SelectedBy": record.selected_by or None,
         "LogEntries": record.entries if record.selected_by else None,
+        # With --at: whether its state comes from the change journal or the backup.
+        "Source": record.source or None,
     }
 
 

@@ -7,7 +7,7 @@ import datetime
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from .. import archives, audit, investigate, oplock
+from .. import archives, audit, investigate, journal, oplock
 from .. import restore as restore_engine
 from ..exceptions import (
     CascadeRefused,
@@ -51,6 +51,7 @@ def restore(
     force_password_reset: bool = False,
     undo_actor: str | None = None,
     since=None,
+    at=None,
 ) -> RestoreResult:
     """Make the captured models exactly what the backup holds, or change nothing.
 
@@ -63,7 +64,9 @@ def restore(
     records are restored and everything else stays (restore.apply_selective); a selected
     record changed again after the damage is refused unless `accept_conflicts`. With
     `undo_actor` and `since` (an ISO time), the records that user touched since then, as
-    the audit trail, the admin log and (PostgreSQL) the change journal record it.
+    the audit trail, the admin log and (PostgreSQL) the change journal record it. With
+    `only` and `at` (an ISO time after the backup, PostgreSQL only), each selected record
+    is restored to its state at that moment as the change journal has it, else the backup's.
 
     Any restore ends the sessions and revokes the API tokens of the accounts whose password,
     role, active flag or groups it changes (a full one ends everyone's); with
@@ -80,9 +83,13 @@ def restore(
             details["force_password_reset"] = True
         require_superadmin(actor)
         selection = _selection(only, damage, undo_actor, since)
-        if selection is not None:
+        moment = _parse_at(at, only) if at is not None else None
+        if selection is not None and moment is None:
             details.update(selection.describe(), accept_conflicts=accept_conflicts)
         backup = usable_backup(backup_id)
+        if moment is not None:
+            selection = _at_selection(selection, moment, backup)
+            details.update(selection.describe(), accept_conflicts=accept_conflicts)
         if without_pre_restore_backup and not dry_run:
             _require_confirmation(backup, confirmation)
         if not dry_run:
@@ -281,6 +288,49 @@ def _parse_since(since) -> datetime.datetime:
             f"--since {iso(moment)} is in the future: nobody changed anything since then yet"
         )
     return moment
+
+
+AT_NEEDS_JOURNAL = "--at needs the PostgreSQL change journal; this server runs SQLite"
+
+
+def _parse_at(at, only) -> datetime.datetime:
+    """The moment of --at: only with --only, only where the change journal is."""
+    if not journal.available():
+        raise InvalidSelection(AT_NEEDS_JOURNAL)
+    if only is None:
+        raise InvalidSelection(
+            "--at needs --only MODEL:KEY,KEY: name the records to bring back to that moment"
+        )
+    if isinstance(at, datetime.datetime):
+        moment = at
+    else:
+        text = str(at or "").strip()
+        try:
+            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            shown = text if len(text) <= 40 else text[:40] + "…"
+            raise InvalidSelection(
+                f"--at {shown!r} is not an ISO time: write e.g. 2026-12-03T14:00:00Z"
+            ) from None
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, datetime.UTC)
+    if moment > timezone.now():
+        raise InvalidSelection(f"--at {iso(moment)} is in the future: choose a moment past")
+    return moment
+
+
+def _at_selection(selection, moment: datetime.datetime, backup: Backup):
+    """`selection` (by --only) brought to `moment`, which must follow the backup."""
+    if moment < backup.created_at:
+        raise InvalidSelection(
+            f"--at {iso(moment)} is before backup {backup.id} ({iso(backup.created_at)}): "
+            "choose a moment after it, or an older backup"
+        )
+
+    def state_at(spec, pks):
+        return journal.rows_at(spec=spec, pks=pks, after=backup.created_at, at=moment)
+
+    return restore_engine.Selection(only=selection.only, at=moment, state_at=state_at)
 
 
 def _actor_selection(undo_actor, since) -> restore_engine.Selection:

@@ -67,6 +67,12 @@ class Command(FailsafeCommand):
             "(2026-12-03T14:00:00Z; without an offset, UTC)",
         )
         parser.add_argument(
+            "--at",
+            metavar="ISO_TIME",
+            help="with --only, PostgreSQL: restore those records as the change journal had "
+            "them at this moment (after the backup), else as the backup has them",
+        )
+        parser.add_argument(
             "--accept-conflicts",
             action="store_true",
             help="restore selected records even if they changed again after the damage",
@@ -95,6 +101,7 @@ class Command(FailsafeCommand):
         force_password_reset,
         undo_actor,
         since,
+        at,
         **options,
     ):
         selection = {
@@ -102,6 +109,7 @@ class Command(FailsafeCommand):
             "damage": None if damage is None else [kinds for kinds in damage if kinds],
             "undo_actor": undo_actor,
             "since": since,
+            "at": at,
         }
         if dry_run:
             with self.progress() as progress:
