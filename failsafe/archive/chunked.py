@@ -5,8 +5,8 @@ has its low bits zero (about one row in 256, past a minimum of MIN_ROWS), so cut
 follow the rows rather than their positions: an insert, update or delete changes the chunk
 around it and at most its neighbour, and every other chunk comes out byte for byte the same.
 
-A chunk's plaintext is msgpack `[model label, [row, ...]]`, readable on its own. It is named
-by a keyed hash of that plaintext (keys.chunk_id_key), compressed with zstd, encrypted with
+A chunk's plaintext (layout.py) holds its model label and rows, readable on its own. It is
+named by a keyed hash of that plaintext (keys.chunk_id_key), compressed with zstd, encrypted with
 the Tink streaming AEAD with its name as associated data (so a chunk file swapped for another
 does not decrypt) and stored once, however many backups hold it (files.ChunkFiles). Being
 shared, a stored chunk is reused only once vouched for, and a damaged one is sealed again
@@ -41,7 +41,7 @@ import zstandard
 from .. import keys, progress
 from ..exceptions import ArchiveCorrupt
 from ..snapshot import ModelSpec, Section
-from . import codec
+from . import codec, layout
 
 FORMAT_NAME = "raos-failsafe-manifest"
 FORMAT_VERSION = 2
@@ -192,38 +192,35 @@ class WriteResult:
     chunks_rewritten: int = 0
 
 
-def _cut(
-    rows: Iterable[list], spec: ModelSpec, packer: msgpack.Packer
-) -> Iterator[tuple[bytes, int]]:
-    """(packed rows, row count) of each chunk of `rows`, as soon as it is complete."""
+def _cut(rows: Iterable[list], spec: ModelSpec, packer: msgpack.Packer) -> Iterator[list[list]]:
+    """The rows of each chunk of `rows`, as soon as it is complete."""
     width = len(spec.columns)
     pack = packer.pack
     digest = zlib.crc32  # cheap, stable across processes; only the cut points depend on it
-    batch: list[bytes] = []
+    batch: list[list] = []
     size = 0
     for row in rows:
         if len(row) != width:
             raise ValueError(f"A {spec.label} row has {len(row)} values for {width} columns")
         packed = pack(row)
-        batch.append(packed)
+        batch.append(row)
         size += len(packed)
         count = len(batch)
         if size >= MAX_BYTES or (
             count >= MIN_ROWS and (count >= MAX_ROWS or not digest(packed) & BOUNDARY_MASK)
         ):
-            yield b"".join(batch), count
+            yield batch
             batch = []
             size = 0
     if batch:
-        yield b"".join(batch), len(batch)
+        yield batch
 
 
 def _plaintexts(section: Section, packer: msgpack.Packer) -> Iterator[tuple[bytes, int]]:
     """(plaintext, row count) of each chunk of the section, as every writer cuts them."""
-    spec = section.spec
-    chunk_head = packer.pack_array_header(2) + packer.pack(spec.label)
-    for packed_rows, row_count in _cut(section.rows, spec, packer):
-        yield chunk_head + packer.pack_array_header(row_count) + packed_rows, row_count
+    label = section.spec.label
+    for batch in _cut(section.rows, section.spec, packer):
+        yield layout.encode_chunk(label, batch), len(batch)
 
 
 def write_chunks(
@@ -485,8 +482,8 @@ class ChunkedReader:
         if self._namer is not None and not hmac.compare_digest(self._namer.name(plaintext), ref.id):
             raise self._corrupt(f"has {where} whose content does not match its name")
         try:
-            label, rows = codec.unpack(plaintext)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            label, rows = layout.decode_chunk(plaintext)
+        except ValueError as exc:
             raise self._corrupt(f"has {where} that cannot be decoded") from exc
         width = len(spec.columns)
         if (
