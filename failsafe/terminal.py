@@ -56,6 +56,7 @@ COMMANDS = [
         " --only accounts.user:alice,bob restores only those records, --damage"
         " [removed,modified,added] only what the backup and the live data differ in;"
         " --undo-actor NAME --since ISO_TIME only what that user changed since then;"
+        " --only … --at ISO_TIME those records as they were at that moment (PostgreSQL);"
         " --accept-conflicts, --force-password-reset)",
     ),
     (
@@ -135,7 +136,7 @@ RESTORE = Syntax(
     ("failsafe", "restore"),
     takes_backup_id=True,
     flags=frozenset({"--dry-run", "--accept-conflicts", "--force-password-reset"}),
-    options=frozenset({"--only", "--damage", "--undo-actor", "--since"}),
+    options=frozenset({"--only", "--damage", "--undo-actor", "--since", "--at"}),
     optional_values=frozenset({"--damage"}),
 )
 DRILL = Syntax(("failsafe", "drill"), takes_backup_id=True, backup_id_optional=True)
@@ -287,7 +288,7 @@ def parse_line(line: str) -> ParsedLine:
                 error = error or TerminalUsageError(
                     f"{word.lower()} takes MODEL:KEY,KEY (accounts.user:alice,bob) or, for "
                     "--damage, kinds (removed,modified,added); --undo-actor a username, "
-                    "--since an ISO time (2026-12-03T14:00:00Z)"
+                    "--since and --at an ISO time (2026-12-03T14:00:00Z)"
                 )
             elif has_value:
                 shown.append(tail[position])
@@ -323,7 +324,11 @@ def parse_line(line: str) -> ParsedLine:
 
 
 _LABEL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.")
-_VALUE_HINTS = {"--undo-actor": "a username", "--since": "an ISO time (2026-12-03T14:00:00Z)"}
+_VALUE_HINTS = {
+    "--undo-actor": "a username",
+    "--since": "an ISO time (2026-12-03T14:00:00Z)",
+    "--at": "an ISO time (2026-12-03T14:00:00Z)",
+}
 # Django's username characters; an ISO time's.
 _USERNAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "@.+-_")
 _TIME_CHARACTERS = frozenset(string.digits + "-:T.Z+ tz")
@@ -336,7 +341,7 @@ def _option_value_looks_public(option: str, value: str) -> bool:
         return all(word.isalpha() and len(word) <= 16 for word in value.split(",") if word)
     if option == "--undo-actor":
         return 0 < len(value) <= 150 and set(value) <= _USERNAME_CHARACTERS
-    if option == "--since":
+    if option in ("--since", "--at"):
         return 0 < len(value) <= 40 and set(value) <= _TIME_CHARACTERS
     label, colon, _keys = value.partition(":")
     return bool(colon) and "." in label and set(label) <= _LABEL_CHARACTERS
@@ -477,17 +482,20 @@ def _dispatch(parsed: ParsedLine, *, actor, ask, inline) -> dict:
 
 
 def _selection(parsed: ParsedLine) -> dict:
-    """`--only`, `--damage`, `--undo-actor` and `--since` of a restore line, for the service."""
+    """`--only`, `--damage`, `--undo-actor`, `--since` and `--at` of a restore line, for the
+    service."""
     only = [value for option, value in parsed.options if option == "--only"]
     damage = [value for option, value in parsed.options if option == "--damage"]
     has_damage = any(option == "--damage" for option, _value in parsed.options)
     undo_actor = [value for option, value in parsed.options if option == "--undo-actor"]
     since = [value for option, value in parsed.options if option == "--since"]
+    at = [value for option, value in parsed.options if option == "--at"]
     return {
         "only": only or None,
         "damage": [value for value in damage if value] if has_damage else None,
         "undo_actor": undo_actor[-1] if undo_actor else None,
         "since": since[-1] if since else None,
+        "at": at[-1] if at else None,
     }
 
 

@@ -269,25 +269,29 @@ def _selection(only: list[str] | None, damage: list[str] | None, undo_actor=None
     return None
 
 
-def _parse_since(since) -> datetime.datetime:
-    if isinstance(since, datetime.datetime):
-        moment = since
+def _past_moment(option: str, value, future: str) -> datetime.datetime:
+    """An ISO time given to `option`, aware (UTC when it names no zone) and not ahead of now;
+    `future` ends the refusal of a moment still to come."""
+    if isinstance(value, datetime.datetime):
+        moment = value
     else:
-        text = str(since or "").strip()
+        text = str(value or "").strip()
         try:
             moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             shown = text if len(text) <= 40 else text[:40] + "…"
             raise InvalidSelection(
-                f"--since {shown!r} is not an ISO time: write e.g. 2026-12-03T14:00:00Z"
+                f"{option} {shown!r} is not an ISO time: write e.g. 2026-12-03T14:00:00Z"
             ) from None
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, datetime.UTC)
     if moment > timezone.now():
-        raise InvalidSelection(
-            f"--since {iso(moment)} is in the future: nobody changed anything since then yet"
-        )
+        raise InvalidSelection(f"{option} {iso(moment)} is in the future: {future}")
     return moment
+
+
+def _parse_since(since) -> datetime.datetime:
+    return _past_moment("--since", since, "nobody changed anything since then yet")
 
 
 AT_NEEDS_JOURNAL = "--at needs the PostgreSQL change journal; this server runs SQLite"
@@ -301,22 +305,7 @@ def _parse_at(at, only) -> datetime.datetime:
         raise InvalidSelection(
             "--at needs --only MODEL:KEY,KEY: name the records to bring back to that moment"
         )
-    if isinstance(at, datetime.datetime):
-        moment = at
-    else:
-        text = str(at or "").strip()
-        try:
-            moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            shown = text if len(text) <= 40 else text[:40] + "…"
-            raise InvalidSelection(
-                f"--at {shown!r} is not an ISO time: write e.g. 2026-12-03T14:00:00Z"
-            ) from None
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment, datetime.UTC)
-    if moment > timezone.now():
-        raise InvalidSelection(f"--at {iso(moment)} is in the future: choose a moment past")
-    return moment
+    return _past_moment("--at", at, "choose a moment past")
 
 
 def _at_selection(selection, moment: datetime.datetime, backup: Backup):

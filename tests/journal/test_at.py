@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from failsafe import services
 from failsafe.exceptions import InvalidSelection
 from failsafe.models import Backup
+from failsafe.terminal import parse_line, run_command
 from licensing.models import License
 from tests.factories import FAILSAFE_PASSWORD
 from tests.helpers import run
@@ -108,6 +109,31 @@ def test_at_through_the_api(actor, between):
     assert User.objects.get(username="bob").email == "bob@t1.example.com"
 
 
+def term(actor, line):
+    return run_command(
+        line,
+        actor=actor,
+        ask_secret=lambda name, prompt: FAILSAFE_PASSWORD if name == "failsafe_password" else None,
+    )
+
+
+@on_postgresql
+def test_at_through_the_terminal(actor, between):
+    backup, moment = between
+    line = f"failsafe restore {backup.pk} --only accounts.user:bob --at {moment.isoformat()}"
+    assert parse_line(line).shown == line  # a selection and a time are shown as typed
+    preview = term(actor, line + " --dry-run")
+    assert preview.ok, preview.payload
+    (record,) = preview.payload["Plan"]["Records"]
+    assert "from the change journal" in record["Source"]
+    assert User.objects.get(username="bob").email == "bob@t2.example.com"
+
+    reply = term(actor, line)
+    assert reply.ok, reply.payload
+    assert User.objects.get(username="bob").email == "bob@t1.example.com"
+    assert User.objects.get(username="alice").email == "alice@t1.example.com"
+
+
 @on_postgresql
 def test_at_in_the_future_or_before_the_backup_changes_nothing(actor, between):
     backup, _moment = between
@@ -146,6 +172,12 @@ def test_at_on_sqlite_is_refused_in_one_line_and_changes_nothing(actor, armed, p
     assert answer.json() == {
         "detail": "--at needs the PostgreSQL change journal; this server runs SQLite"
     }
+    assert world() == before
+    reply = term(actor, f"failsafe restore {backup.pk} --only accounts.user:bob --at 2026-12-03")
+    assert not reply.ok
+    assert reply.payload["Error"] == (
+        "--at needs the PostgreSQL change journal; this server runs SQLite"
+    )
     assert world() == before
 
 

@@ -12,7 +12,10 @@ MANAGE_COMMANDS = [
     "failsafe_marksafe BACKUP_ID [--password-stdin] [--accept-issues]",
     "failsafe_compare [BACKUP_ID|live] [--against BACKUP_ID|live]",
     "failsafe_restore BACKUP_ID [--dry-run] [--yes] [--password-stdin] [--allow-cascade]"
-    " [--without-pre-restore-backup [--confirm BACKUP_ID]]",
+    " [--without-pre-restore-backup [--confirm BACKUP_ID]]"
+    " [--only MODEL:KEY,KEY [--at ISO_TIME] | --damage [KINDS]"
+    " | --undo-actor NAME --since ISO_TIME]"
+    " [--accept-conflicts] [--force-password-reset]",
     "failsafe_verify [BACKUP_ID|--all] [--repair | --replica NAME]",
     "failsafe_drill [BACKUP_ID]",
     "failsafe_replicate [--replica NAME]",
