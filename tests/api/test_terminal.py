@@ -264,7 +264,7 @@ SECRET = "Open-Sesame-Guess-99"
             "failsafe restore {backup_id} {secret}",
             400,
             "Usage: failsafe restore <backup-id> [--accept-conflicts --dry-run "
-            "--force-password-reset --damage … --only … --since … --undo-actor …]; "
+            "--force-password-reset --at … --damage … --only … --since … --undo-actor …]; "
             "the failsafe password is asked for, never typed on the line",
         ),
         (
