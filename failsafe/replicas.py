@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.files.storage import Storage, storages
 from django.utils import timezone
-from storages.backends.sftpstorage import SFTPStorage
 
 from . import archives
 from .archive import get_store, locations, replication
@@ -144,7 +143,7 @@ def connected(replica: Replica, *, for_writing: bool = False) -> Iterator[Storag
             replication.check_retention(storage, retention())
         yield storage
     finally:
-        if isinstance(storage, SFTPStorage):
+        if locations.is_sftp(storage):
             storage.close()
 
 

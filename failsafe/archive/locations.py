@@ -40,24 +40,13 @@ three kinds alike.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
+import sys
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-import paramiko
-from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
 from django.core.files.storage import FileSystemStorage, Storage
-from storages.backends.s3 import S3Storage
-from storages.backends.sftpstorage import SFTPStorage
 
 from ..exceptions import InvalidStorageUrl, StorageUnreachable, one_line
 
@@ -274,74 +263,12 @@ def open_storage(url: str) -> Storage:
             directory_permissions_mode=0o700,
         )
     if location.scheme == "s3":
-        return _open_s3(location)
-    return _open_sftp(location)
+        from . import remote_s3
 
+        return remote_s3.open_s3(location)
+    from . import remote_sftp
 
-def _open_s3(location: _Location) -> S3Storage:
-    style = location.options.get("addressing_style", "auto")
-    return S3Storage(
-        bucket_name=location.host,
-        location=location.path.lstrip("/"),
-        endpoint_url=location.options.get("endpoint_url"),
-        region_name=location.options.get("region"),
-        addressing_style=style,
-        # Names are never overwritten, on S3 as on the two other kinds.
-        file_overwrite=False,
-        # Credentials only from the AWS environment (read by boto3 at connection time).
-        access_key=None,
-        secret_key=None,
-        security_token=None,
-        client_config=Config(
-            s3={"addressing_style": style},
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            read_timeout=READ_TIMEOUT_SECONDS,
-            retries={"mode": "standard", "max_attempts": 3},
-        ),
-    )
-
-
-class ReplicaSFTPStorage(SFTPStorage):
-    """django-storages' SFTP storage that checks the server's host key.
-
-    The upstream class adds any unknown host key to known_hosts silently (paramiko's
-    AutoAddPolicy), which lets anyone between us and the server receive the backups. This
-    one refuses an unknown host unless the URL said host_key=accept-new, and never rewrites
-    the known_hosts file: it appends the one accepted line. It also keeps names (see the
-    module docstring) and lets delete() report a lost connection instead of ignoring it.
-    """
-
-    def get_default_settings(self):
-        return {**super().get_default_settings(), "accept_new_host_key": False}
-
-    def _connect(self):
-        client = paramiko.SSHClient()
-        known_hosts = self.known_host_file
-        if os.path.exists(known_hosts):
-            client.load_host_keys(known_hosts)
-        if self.accept_new_host_key:
-            client.set_missing_host_key_policy(_AppendNewHostKey(known_hosts))
-        else:
-            client.set_missing_host_key_policy(_RefuseUnknownHost(known_hosts))
-        try:
-            client.connect(self.host, **self.params)
-        except BaseException:
-            client.close()
-            raise
-        self._ssh = client
-        self._sftp = client.open_sftp()
-
-    def delete(self, name):
-        with contextlib.suppress(FileNotFoundError):
-            self.sftp.remove(self._remote_path(name))
-
-    def _mkdir(self, path):
-        # Reached only when a directory is missing all the way up to the root: the root
-        # itself is never made here (see _missing_root).
-        root = self.root_path.rstrip("/") or "/"
-        if path == root or root.startswith(path.rstrip("/") + "/"):
-            raise _missing_root(self)
-        super()._mkdir(path)
+    return remote_sftp.open_sftp(location)
 
 
 class ReplicaFileSystemStorage(FileSystemStorage):
@@ -363,77 +290,37 @@ def _missing_root(storage: Storage) -> StorageUnreachable:
     )
 
 
-class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
-    # OpenSSH's StrictHostKeyChecking yes.
-    def __init__(self, known_hosts: str):
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client, hostname, key):
-        raise UnknownHostKey(
-            f"the host key of {hostname} ({key.get_name()} {key.fingerprint}) is not in "
-            f"{self.known_hosts}; add it with ssh-keyscan after checking its fingerprint, or "
-            "add ?host_key=accept-new to the URL"
-        )
-
-
-class _AppendNewHostKey(paramiko.MissingHostKeyPolicy):
-    # OpenSSH's StrictHostKeyChecking accept-new: trust on first use, remember it.
-    def __init__(self, known_hosts: str):
-        self.known_hosts = known_hosts
-
-    def missing_host_key(self, client, hostname, key):
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        directory = os.path.dirname(self.known_hosts)
-        if directory:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="ascii") as known_hosts_file:
-            known_hosts_file.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-
-class UnknownHostKey(paramiko.SSHException):
-    """The server's host key is not in known_hosts and the URL did not accept new ones."""
-
-
-def _open_sftp(location: _Location) -> ReplicaSFTPStorage:
-    key_file = location.options.get("key")
-    params = {
-        "port": location.port,
-        "username": location.user,
-        "timeout": CONNECT_TIMEOUT_SECONDS,
-        "banner_timeout": CONNECT_TIMEOUT_SECONDS,
-        "auth_timeout": CONNECT_TIMEOUT_SECONDS,
-        # Keys only: a URL never carries a password, and nothing here may prompt for one.
-        # A key named in the URL is the only one tried, so what authenticates is predictable.
-        "look_for_keys": key_file is None,
-        "allow_agent": key_file is None,
-    }
-    if key_file is not None:
-        params["key_filename"] = key_file
-    return ReplicaSFTPStorage(
-        host=location.host,
-        params=params,
-        interactive=False,
-        file_mode=0o600,
-        dir_mode=0o700,
-        known_host_file=location.options.get("known_hosts")
-        or os.path.expanduser(os.path.join("~", ".ssh", "known_hosts")),
-        accept_new_host_key=location.options.get("host_key") == "accept-new",
-        root_path=location.path,
-        base_url=None,
-    )
-
-
 # --- Reachability: one cheap call that proves the storage answers ----------------------------
+
+
+def _loaded(module: str, name: str):
+    """`module.name` if that module was imported, else None: a storage of a remote kind, or
+    an error of its library, can exist only once its module is loaded, and nothing here
+    loads boto3 or paramiko to find out that it is neither."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def _is(value, module: str, name: str) -> bool:
+    kind = _loaded(module, name)
+    return kind is not None and isinstance(value, kind)
+
+
+def is_s3(storage: Storage) -> bool:
+    return _is(storage, "storages.backends.s3", "S3Storage")
+
+
+def is_sftp(storage: Storage) -> bool:
+    return _is(storage, "storages.backends.sftpstorage", "SFTPStorage")
 
 
 def where(storage: Storage) -> str:
     """A short name for `storage` in messages: the directory, bucket or server it is."""
-    if isinstance(storage, S3Storage):
+    if is_s3(storage):
         prefix = f"/{storage.location}" if storage.location else ""
         at = f" at {storage.endpoint_url}" if storage.endpoint_url else ""
         return f"s3://{storage.bucket_name}{prefix}{at}"
-    if isinstance(storage, SFTPStorage):
+    if is_sftp(storage):
         user = storage.params.get("username", "")
         port = storage.params.get("port", SFTP_DEFAULT_PORT)
         host = f"[{storage.host}]" if ":" in storage.host else storage.host
@@ -447,9 +334,9 @@ def check_reachable(storage: Storage) -> None:
     """Proves `storage` answers, with one cheap call: the bucket, directory or server is
     there and accepts these credentials. Raises StorageUnreachable with one line."""
     try:
-        if isinstance(storage, S3Storage):
+        if is_s3(storage):
             _check_s3(storage)
-        elif isinstance(storage, SFTPStorage):
+        elif is_sftp(storage):
             _check_sftp(storage)
         elif isinstance(storage, FileSystemStorage):
             _check_directory(storage)
@@ -473,11 +360,11 @@ def _check_directory(storage: FileSystemStorage) -> None:
     storage.listdir("")
 
 
-def _check_s3(storage: S3Storage) -> None:
+def _check_s3(storage) -> None:
     storage.connection.meta.client.head_bucket(Bucket=storage.bucket_name)
 
 
-def _check_sftp(storage: SFTPStorage) -> None:
+def _check_sftp(storage) -> None:
     try:
         attributes = storage.sftp.stat(storage.root_path)
     except FileNotFoundError:
@@ -490,10 +377,11 @@ def _check_sftp(storage: SFTPStorage) -> None:
 def explain_failure(exc: BaseException) -> str:
     """What went wrong talking to a storage, in one line for people: the S3 error code,
     the network or SSH failure, without a traceback and without any credential."""
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+    botocore = "botocore.exceptions"
+    if _is(exc, botocore, "NoCredentialsError") or _is(exc, botocore, "PartialCredentialsError"):
         return ("no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
                 "AWS_PROFILE)")
-    if isinstance(exc, ClientError):
+    if _is(exc, botocore, "ClientError"):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -505,16 +393,16 @@ def explain_failure(exc: BaseException) -> str:
                     "they may do on this bucket")
         message = one_line(error.get("Message", "")) if error.get("Message") else ""
         return f"S3 answered {code or status}" + (f": {message}" if message else "")
-    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+    if _is(exc, botocore, "EndpointConnectionError") or _is(exc, botocore, "ConnectTimeoutError"):
         return f"cannot connect to the endpoint ({one_line(exc)})"
-    if isinstance(exc, paramiko.AuthenticationException):
+    if _is(exc, "paramiko", "AuthenticationException"):
         return "the SSH server refused the key (check ?key= and the server's authorized_keys)"
-    if isinstance(exc, paramiko.BadHostKeyException):
+    if _is(exc, "paramiko", "BadHostKeyException"):
         return (f"the host key of {exc.hostname} changed: it no longer matches known_hosts "
                 "(someone may be impersonating the server; check before updating known_hosts)")
-    if isinstance(exc, UnknownHostKey):
+    if _is(exc, "failsafe.archive.remote_sftp", "UnknownHostKey"):
         return one_line(exc)
-    if isinstance(exc, paramiko.SSHException):
+    if _is(exc, "paramiko", "SSHException"):
         return f"SSH failed: {one_line(exc)}"
     if isinstance(exc, PermissionError):
         return "permission denied"
