@@ -33,8 +33,6 @@ from pathlib import Path
 
 import tink
 from argon2.low_level import Type, hash_secret_raw
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 from tink import secret_key_access
@@ -522,6 +520,9 @@ def seal(material: KeyMaterial, passphrase: str) -> bytes:
         }
     ).encode("utf-8")
     key = _passphrase_key(passphrase, salt, ARGON2_PARAMETERS)
+    # The recovery file is the one user of `cryptography`: loaded here, not by every process.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     ciphertext = AESGCM(key).encrypt(nonce, plaintext, _associated_data(header))
     return (json.dumps({**header, "ciphertext": _b64(ciphertext)}, indent=1) + "\n").encode()
 
@@ -563,6 +564,9 @@ def unseal(data: bytes, passphrase: str, *, source: str = "The file") -> KeyMate
     that is not one, a wrong passphrase or an altered file."""
     header, salt, nonce, ciphertext, parameters = _recovery_header(data, source)
     key = _passphrase_key(passphrase or "", salt, parameters)
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         plaintext = AESGCM(key).decrypt(nonce, ciphertext, _associated_data(header))
     except InvalidTag:
