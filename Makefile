@@ -59,8 +59,9 @@ browser:
 test: setup $(VENV)/.dev-installed browser
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
-# The benchmark against dumpdata/loaddata (bench/README.md): make bench ARGS="--rows 1000000"
-bench: setup
+# The benchmark against its anchors, pg_dump/pg_restore, django-dbbackup and dumpdata/loaddata
+# (bench/README.md): make bench ARGS="--rows 1000000"
+bench: $(VENV)/.dev-installed .env var
 	$(PY) bench/run.py $(ARGS)
 
 lint: $(VENV)/.dev-installed

@@ -1,4 +1,4 @@
-"""The failsafe benchmark: ours against dumpdata/loaddata (and pg_dump) on the same data.
+"""The failsafe benchmark: ours against the tools a user would pick instead, on the same data.
 
     make bench                                   # 100 000 users on a fresh SQLite file
     make bench ARGS="--rows 1000000"
@@ -8,7 +8,8 @@
 Builds a fresh database (a SQLite file under var/bench/, or a new raos_bench_* database on
 the PostgreSQL server of --database-url / DATABASE_URL; the database named in the URL is
 never touched), then runs every measurement in its own child process and prints a table of
-ratios against the targets of issue 5. It exits 0 even when a target is missed (--strict
+ratios against the targets of issue 14: pg_dump -Fc / pg_restore (PostgreSQL), django-dbbackup
+and dumpdata/loaddata are the anchors. It exits 0 even when a target is missed (--strict
 makes that exit 1) and 2 when a step fails. See bench/README.md.
 """
 
@@ -50,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         "--skip",
         action="append",
         default=[],
-        choices=["dumpdata", "loaddata", "pg_dump"],
-        help="leave out a baseline (dumpdata also drops loaddata)",
+        choices=[
+            *("dumpdata", "loaddata", "pg_dump", "pg_restore", "dbbackup", "dbrestore"),
+            "replica",
+        ],
+        help="leave out an anchor or the replica step (dumpdata also drops loaddata, pg_dump "
+        "pg_restore, dbbackup dbrestore)",
     )
     parser.add_argument(
         "--hashes",
@@ -67,10 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="the --json (or --json-out) result of an earlier, smaller run: checks that the "
+        "time per million rows of backup, compare and restore stayed flat and that peak "
+        "memory grew at most 1.2x since",
+    )
+    parser.add_argument(
         "--memory-baseline",
         type=Path,
         metavar="FILE",
-        help="the --json result of a smaller run: checks that peak memory grew at most 1.5x since",
+        help="as --baseline, for the peak memory only",
     )
     parser.add_argument(
         "--render",
@@ -108,6 +121,21 @@ def _memory_baseline(path: Path) -> dict:
     earlier = json.loads(path.read_text())
     _step, peak = report.our_peak(earlier["measurements"], "data_peak_rss_bytes")
     return {"rows": earlier["rows"], "peak_rss_bytes": peak, "file": str(path)}
+
+
+def _time_baseline(path: Path) -> dict:
+    from bench import report
+
+    earlier = json.loads(path.read_text())
+    return {
+        "rows": earlier["rows"],
+        "seconds": {
+            name: earlier["measurements"][name]["seconds"]
+            for name in report.SCALING_STEPS
+            if name in earlier["measurements"]
+        },
+        "file": str(path),
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -153,6 +181,9 @@ def main(argv: list[str]) -> int:
 def _print(doc: dict, args: argparse.Namespace) -> int:
     from bench import report
 
+    if args.baseline:
+        doc["memory_baseline"] = _memory_baseline(args.baseline)
+        doc["time_baseline"] = _time_baseline(args.baseline)
     if args.memory_baseline:
         doc["memory_baseline"] = _memory_baseline(args.memory_baseline)
     # Worked out afresh from the measurements, so --render applies today's targets.

@@ -2,12 +2,13 @@
 
 The parent never imports Django. It stays small because on Linux a child started with
 vfork inherits its parent's memory high-water mark in getrusage; the Python children read
-their own from /proc instead, and pg_dump (the one non-Python child) is sampled from
-/proc/<pid>/status while it runs.
+their own from /proc instead, and pg_dump and pg_restore (the non-Python children) are
+sampled from /proc/<pid>/status while they run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -34,13 +35,17 @@ POLL_INTERVAL = 0.02
 # (name in the report, child step). Order matters: each step starts from the state the
 # steps before it left, and the backups they took.
 PLAN: list[tuple[str, str]] = [
+    ("migrate", "migrate"),
     ("prepare", "prepare"),
     ("backup", "backup"),
     ("mark_safe", "mark_safe"),
     ("backup_unchanged", "backup_unchanged"),
     ("backup_unchanged_reverify", "backup_unchanged_reverify"),
+    ("backup_with_replica", "backup_with_replica"),
     ("dumpdata", "dumpdata"),
     ("pg_dump", "pg_dump"),
+    ("pg_restore", "pg_restore"),
+    ("dbbackup", "dbbackup"),
     ("change_clustered", "change_clustered"),
     ("backup_after_clustered", "backup_after_clustered"),
     ("compare_live", "compare_live"),
@@ -55,13 +60,24 @@ PLAN: list[tuple[str, str]] = [
     ("restore", "restore"),
     ("empty_for_loaddata", "empty_scope"),
     ("loaddata", "loaddata"),
+    # Last: dbrestore puts back the whole database as it was when dbbackup ran.
+    ("empty_for_dbrestore", "empty_scope"),
+    ("dbrestore", "dbrestore"),
 ]
-# What --skip dumpdata leaves out: the slow baselines and the emptying only they need.
+# What --skip NAME leaves out: the anchor, what depends on it, and the emptying only it needs.
 SKIPPABLE = {
     "dumpdata": {"dumpdata", "empty_for_loaddata", "loaddata"},
     "loaddata": {"empty_for_loaddata", "loaddata"},
-    "pg_dump": {"pg_dump"},
+    "pg_dump": {"pg_dump", "pg_restore"},
+    "pg_restore": {"pg_restore"},
+    "dbbackup": {"dbbackup", "empty_for_dbrestore", "dbrestore"},
+    "dbrestore": {"empty_for_dbrestore", "dbrestore"},
+    "replica": {"backup_with_replica"},
 }
+# Steps whose child runs bench.settings (the project's settings plus django-dbbackup).
+DBBACKUP_STEPS = {"dbbackup", "dbrestore"}
+# Steps that are other programs, run by the parent; not profilable.
+EXTERNAL_STEPS = {"pg_dump", "pg_restore"}
 
 
 class BenchError(Exception):
@@ -100,7 +116,7 @@ class SqliteDatabase:
     def describe(self) -> dict:
         return {"vendor": self.vendor, "version": sqlite3.sqlite_version, "name": self.name}
 
-    def pg_dump_env(self) -> dict:
+    def pg_dump_env(self, dbname: str | None = None) -> dict:
         raise BenchError("pg_dump needs PostgreSQL")
 
 
@@ -112,12 +128,14 @@ class PostgresDatabase:
     def __init__(self, server_url: str):
         self.server = urlsplit(server_url)
         self.name = f"{DATABASE_PREFIX}_{secrets.token_hex(4)}"
+        # pg_restore's target: an empty copy of the migrated schema (copy_schema).
+        self.restore_target = f"{self.name}_restore"
 
     @property
     def url(self) -> str:
         return urlunsplit(self.server._replace(path=f"/{self.name}"))
 
-    def _connect(self):
+    def _connect(self, dbname: str = "postgres"):
         import psycopg
 
         return psycopg.connect(
@@ -125,7 +143,7 @@ class PostgresDatabase:
             port=self.server.port or None,
             user=unquote(self.server.username or "") or None,
             password=unquote(self.server.password or "") or None,
-            dbname="postgres",
+            dbname=dbname,
             autocommit=True,
         )
 
@@ -133,9 +151,30 @@ class PostgresDatabase:
         with self._connect() as conn:
             conn.execute(f'CREATE DATABASE "{self.name}"')
 
+    def copy_schema(self) -> None:
+        """The migrated database, before a row is built, copied as a template: the same
+        tables, indexes, constraints and sequences, and the rows migrate itself wrote
+        (content types, permissions) under the same primary keys."""
+        with self._connect() as conn:
+            conn.execute(f'CREATE DATABASE "{self.restore_target}" TEMPLATE "{self.name}"')
+
+    def drop_tables(self, dbname: str, tables: list[str]) -> None:
+        """CASCADE also drops the other tables' foreign keys to them and their triggers."""
+        quoted = ", ".join(f'"{table}"' for table in tables)
+        with self._connect(dbname) as conn:
+            conn.execute(f"DROP TABLE {quoted} CASCADE")
+
+    def row_counts(self, dbname: str, tables: dict[str, str]) -> dict[str, int]:
+        with self._connect(dbname) as conn:
+            return {
+                key: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+                for key, table in tables.items()
+            }
+
     def drop(self) -> None:
         with self._connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            for name in (self.restore_target, self.name):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def describe(self) -> dict:
         with self._connect() as conn:
@@ -148,8 +187,8 @@ class PostgresDatabase:
             "port": self.server.port,
         }
 
-    def pg_dump_env(self) -> dict:
-        env = {"PGDATABASE": self.name}
+    def pg_dump_env(self, dbname: str | None = None) -> dict:
+        env = {"PGDATABASE": dbname or self.name}
         if self.server.hostname:
             env["PGHOST"] = self.server.hostname
         if self.server.port:
@@ -220,6 +259,7 @@ class Run:
     skipped: dict = field(default_factory=dict)
     changes: dict = field(default_factory=dict)
     prepared: dict = field(default_factory=dict)
+    migrated: dict = field(default_factory=dict)
 
     def __post_init__(self):
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -267,7 +307,22 @@ class Run:
 
     # --- steps ------------------------------------------------------------------------
 
+    def _step_env(self, step: str, env: dict) -> dict:
+        """The few steps that measure something the project is not configured for get it
+        in their own child only."""
+        if step in DBBACKUP_STEPS:
+            return {
+                **env,
+                "DJANGO_SETTINGS_MODULE": "bench.settings",
+                "BENCH_DBBACKUP_DIR": str(self.workdir / "dbbackup"),
+            }
+        if step == "backup_with_replica":
+            # Named, so the replica's rows and objects are kept under a stable name.
+            return {**env, "FAILSAFE_REPLICAS": f"bench={(self.workdir / 'replica').as_uri()}"}
+        return env
+
     def _run_python_step(self, name: str, step: str, env: dict) -> dict:
+        env = self._step_env(step, env)
         result_path = self.workdir / "results" / f"{name}.json"
         log_path = self.workdir / "logs" / f"{name}.log"
         child = [str(RUN_SCRIPT), "--child", step, "--workdir", str(self.workdir)]
@@ -299,53 +354,104 @@ class Run:
             result["profile"] = str(profile_path)
         return result
 
-    def _run_pg_dump(self, env: dict) -> dict:
-        executable = shutil.which("pg_dump")
-        if executable is None:
-            raise _Skip("pg_dump is not installed")
-        out = self.workdir / "pg_dump.sql"
-        log_path = self.workdir / "logs" / "pg_dump.log"
-        argv = [executable, "--data-only", "--no-owner", "--no-privileges", "-f", str(out)]
-        for table in self.prepared["captured_tables"]:
-            argv += ["-t", table]
-        measured = wait_measured(
-            argv, env={**env, **self.database.pg_dump_env()}, log_path=log_path
-        )
+    @property
+    def pg_dump_path(self) -> Path:
+        return self.workdir / "pg_dump.custom"
+
+    def _run_tool(self, name: str, argv: list[str], env: dict) -> dict:
+        """One run of a PostgreSQL client program; its time is its whole process."""
+        log_path = self.workdir / "logs" / f"{name}.log"
+        measured = wait_measured(argv, env=env, log_path=log_path)
         if measured.returncode != 0:
             first = (log_path.read_text(errors="replace").strip().splitlines() or ["?"])[0]
-            raise _Skip(f"pg_dump failed: {first}")
+            raise _Skip(f"{name} failed: {first}")
         peak = measured.polled_peak_bytes or measured.ru_maxrss_bytes
         return {
             "seconds": measured.process_seconds,
             "process_seconds": measured.process_seconds,
-            "bytes": out.stat().st_size,
             "ru_maxrss_bytes": measured.ru_maxrss_bytes,
-            # pg_dump's own; the server's work is not in it.
+            # The program's own; the server's work is not in it.
             "peak_rss_bytes": peak,
             "data_peak_rss_bytes": peak,
         }
+
+    def _run_pg_dump(self, env: dict) -> dict:
+        """`pg_dump -Fc` of the captured tables: what a user would keep instead of ours
+        (custom format, compressed, schema and data of those tables)."""
+        argv = [shutil.which("pg_dump"), "--format=custom", "--no-owner", "--no-privileges"]
+        argv += ["-f", str(self.pg_dump_path)]
+        for table in self.prepared["captured_tables"]:
+            argv += ["-t", table]
+        result = self._run_tool("pg_dump", argv, {**env, **self.database.pg_dump_env()})
+        return {**result, "bytes": self.pg_dump_path.stat().st_size, "format": "custom"}
+
+    def _run_pg_restore(self, env: dict) -> dict:
+        """`pg_restore` of that dump into an empty copy of the schema: a second database
+        made from the migrated one (copy_schema), whose six captured tables are dropped
+        first (not timed) so that pg_restore does its whole job, timed: create the tables,
+        load the rows, build the indexes, add and validate the foreign keys (to
+        auth_permission, ...) and the tables' triggers, in one transaction.
+
+        Not --data-only into the migrated tables: the journal app's pghistory triggers on
+        them name their table without a schema, and pg_restore empties search_path, so every
+        row fails; --disable-triggers would get past that only by skipping the FK checks."""
+        if not self.pg_dump_path.exists():
+            raise _Skip("pg_dump wrote no dump to restore")
+        target = self.database.restore_target
+        self.database.drop_tables(target, self.prepared["captured_tables"])
+        argv = [shutil.which("pg_restore"), "--single-transaction", "--exit-on-error"]
+        argv += ["--no-owner", "--no-privileges", "--dbname", target]
+        argv.append(str(self.pg_dump_path))
+        result = self._run_tool("pg_restore", argv, {**env, **self.database.pg_dump_env(target)})
+        counts = self.database.row_counts(target, self.prepared["population_tables"])
+        return {**result, "counts": counts}
 
     @property
     def profile_dir(self) -> Path:
         # Outside the work directory, so profiles outlive a run without --keep.
         return BENCH_VAR / "profiles" / self.workdir.name
 
+    def _unavailable(self) -> dict[str, str]:
+        """The anchors this machine or database cannot run, and why."""
+        reasons = {}
+        if self.database.vendor != "postgresql":
+            reasons["pg_dump"] = "pg_dump and pg_restore are anchors on PostgreSQL only"
+        else:
+            for tool in ("pg_dump", "pg_restore"):
+                if shutil.which(tool) is None:
+                    reasons[tool] = f"{tool} is not installed"
+        if importlib.util.find_spec("dbbackup") is None:
+            reasons["dbbackup"] = (
+                "django-dbbackup is not installed (pip install -r requirements-dev.txt)"
+            )
+        elif self.database.vendor == "postgresql":
+            # Its PostgreSQL connector runs pg_dump --format=custom and pg_restore.
+            for tool in ("pg_dump", "pg_restore"):
+                if shutil.which(tool) is None:
+                    reasons["dbbackup"] = f"django-dbbackup needs {tool}, which is not installed"
+        return reasons
+
     def _plan(self) -> list[tuple[str, str]]:
-        left_out = set().union(*(SKIPPABLE[name] for name in self.skip))
-        for name in self.skip:
-            self.skipped[name] = "--skip " + name
-        if self.database.vendor != "postgresql" and "pg_dump" not in self.skip:
-            left_out.add("pg_dump")
-            self.skipped["pg_dump"] = "the floor is measured on PostgreSQL only"
+        reasons = {name: "--skip " + name for name in self.skip}
+        for name, reason in self._unavailable().items():
+            reasons.setdefault(name, reason)
+        left_out = set()
+        for name, reason in reasons.items():
+            for step in SKIPPABLE[name]:
+                left_out.add(step)
+                self.skipped.setdefault(step, reason)
+        # Emptying the scope is a preparation, not a measurement: not listed as skipped.
+        for name in [name for name in self.skipped if name.startswith("empty_for_")]:
+            del self.skipped[name]
         return [(name, step) for name, step in PLAN if name not in left_out]
 
     def execute(self) -> dict:
         plan = self._plan()
-        python_steps = {name for name, step in plan if step != "pg_dump"}
+        python_steps = {name for name, step in plan if step not in EXTERNAL_STEPS}
         unknown = self.profile - python_steps
         if unknown:
             raise BenchError(f"--profile: no Python step named {', '.join(sorted(unknown))}")
-        for sub in ("results", "logs", "backups"):
+        for sub in ("results", "logs", "backups", "replica", "dbbackup/store", "dbbackup/tmp"):
             (self.workdir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
         self._write_state(
@@ -368,6 +474,8 @@ class Run:
                 try:
                     if step == "pg_dump":
                         result = self._run_pg_dump(env)
+                    elif step == "pg_restore":
+                        result = self._run_pg_restore(env)
                     else:
                         result = self._run_python_step(name, step, env)
                 except _Skip as skip:
@@ -375,6 +483,8 @@ class Run:
                     self._say(f"        skipped: {skip}")
                     continue
                 self._record(name, result)
+                if step == "migrate" and any(s == "pg_restore" for _, s in plan):
+                    self.database.copy_schema()
                 self._say(
                     f"        {report.seconds_text(result['seconds'])}, "
                     f"peak {report.bytes_text(result['peak_rss_bytes'])}"
@@ -390,6 +500,8 @@ class Run:
     def _record(self, name: str, result: dict) -> None:
         if name == "prepare":
             self.prepared = result
+        elif name == "migrate":
+            self.migrated = result
         change = result.pop("change", None)
         if change:
             self.changes[name.removeprefix("change_")] = change
@@ -408,10 +520,15 @@ class Run:
                 "password_hashes": self.hashes,
                 **prepared["counts"],
                 "build_seconds": prepared["seconds"],
-                "migrate_seconds": prepared["migrate_seconds"],
+                "migrate_seconds": self.migrated["seconds"],
+                # What migrate leaves in the captured tables (the restores' empty start).
+                "after_migrate": self.migrated["counts"],
+                "incompressible_floor": prepared["incompressible_floor"],
             },
             "changes": self.changes,
-            "measurements": {k: v for k, v in self.measurements.items() if k != "prepare"},
+            "measurements": {
+                k: v for k, v in self.measurements.items() if k not in ("migrate", "prepare")
+            },
             "skipped": self.skipped,
             "workdir": str(self.workdir),
             "kept": self.keep,

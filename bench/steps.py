@@ -31,10 +31,13 @@ from bench import dataset
 from failsafe import services
 from failsafe.conf import setting
 from failsafe.keys import ensure_keyset_file
-from failsafe.models import AuditEvent, VerifiedChunk
+from failsafe.models import AuditEvent, BackupReplica, VerifiedChunk
 from licensing import services as licensing
 
 DUMP_FILE = "dumpdata.json"
+# Directories of the work directory the parent creates: the file:// replica, django-dbbackup's.
+REPLICA_DIR = "replica"
+DBBACKUP_DIR = "dbbackup"
 # Compression level of the "dumpdata JSON through zstd" reference size: zstd's default.
 JSON_ZSTD_LEVEL = 3
 
@@ -183,17 +186,24 @@ def _comparison_counts(result) -> dict:
         }
         for label, detail in result.details.items()
     }
-    return {"found": counts, "issues": len(result.issues)}
+    # The first few issues' texts, so a comparison that found nothing says why.
+    return {"found": counts, "issues": len(result.issues), "issue_texts": result.issues[:5]}
 
 
 # --- steps --------------------------------------------------------------------------
 
 
-def prepare(ctx: Context) -> dict:
-    migrate, build = Stopwatch(), Stopwatch()
-    with migrate.running():
+def migrate(ctx: Context) -> dict:
+    """The empty schema; on PostgreSQL the parent copies it for pg_restore to restore into."""
+    timer = Stopwatch()
+    with timer.running():
         call_command("migrate", verbosity=0, interactive=False)
     ensure_keyset_file()
+    return {"seconds": timer.seconds, "counts": dataset.population()}
+
+
+def prepare(ctx: Context) -> dict:
+    build = Stopwatch()
     with build.running():
         built = dataset.build(
             rows=ctx.state["rows"],
@@ -208,9 +218,12 @@ def prepare(ctx: Context) -> dict:
     licensing.set_failsafe_password(password=ctx.state["failsafe_password"], user=admin)
     return {
         "seconds": build.seconds,
-        "migrate_seconds": migrate.seconds,
         "counts": dataset.population(),
         "captured_tables": dataset.captured_tables(),
+        "population_tables": dataset.population_tables(),
+        "incompressible_floor": dataset.incompressible_floor(
+            rows=ctx.state["rows"], hashes=ctx.state.get("hashes", "unique")
+        ),
         "database": _database_info(),
         "state": {**built, "passkey": passkey},
     }
@@ -270,6 +283,66 @@ def unchanged_backup_step(
         return measured
 
     return step
+
+
+def backup_with_replica(ctx: Context) -> dict:
+    """A backup while one file:// replica is configured (the parent sets FAILSAFE_REPLICAS
+    for this child only): what copying to it and reading it back adds."""
+    replica_dir = ctx.workdir / REPLICA_DIR
+    replica = StoreWatch(str(replica_dir))
+    measured = unchanged_backup_step(
+        "replica_backup_id", "bench: unchanged, one file:// replica", reverify_every_chunk=False
+    )(ctx)
+    copies = BackupReplica.objects.filter(backup_id=measured["state"]["replica_backup_id"])
+    written = replica.written()
+    return {
+        **measured,
+        "replica_bytes_written": written["bytes_written"],
+        "replica_files_written": written["files_written"],
+        "replicas": [
+            {
+                "status": copy.status,
+                "error": copy.error,
+                "chunks_copied": copy.chunks_copied,
+                "bytes_copied": copy.bytes_copied,
+            }
+            for copy in copies
+        ],
+    }
+
+
+def dbbackup(ctx: Context) -> dict:
+    """django-dbbackup's `dbbackup` with its defaults (this child runs bench.settings)."""
+    store = StoreWatch(str(ctx.workdir / DBBACKUP_DIR / "store"))
+    timer = Stopwatch()
+    with timer.running():
+        call_command("dbbackup", "--noinput", "--quiet", verbosity=0)
+    written = store.written()
+    return {
+        "seconds": timer.seconds,
+        "bytes": written["bytes_written"],
+        "files": written["files_written"],
+        # What it chose for this database: the whole database, as a file copy on SQLite,
+        # pg_dump --format=custom on PostgreSQL.
+        "connector": _dbbackup_connector(),
+    }
+
+
+def _dbbackup_connector() -> str:
+    from dbbackup.db.base import get_connector
+
+    connector = get_connector()
+    return f"{type(connector).__module__}.{type(connector).__qualname__}"
+
+
+def dbrestore(ctx: Context) -> dict:
+    """django-dbbackup's `dbrestore` of the newest backup `dbbackup` wrote."""
+    timer = Stopwatch()
+    with timer.running():
+        call_command("dbrestore", "--noinput", "--quiet", verbosity=0)
+    # On SQLite it copied a file over the database; count through a new connection.
+    connection.close()
+    return {"seconds": timer.seconds, "counts": dataset.population()}
 
 
 def mark_safe(ctx: Context) -> dict:
@@ -409,6 +482,7 @@ def restore(ctx: Context) -> dict:
 
 
 STEPS: dict[str, Callable[[Context], dict]] = {
+    "migrate": migrate,
     "prepare": prepare,
     "backup": backup_step("full_backup_id", "bench: full backup"),
     "mark_safe": mark_safe,
@@ -418,7 +492,10 @@ STEPS: dict[str, Callable[[Context], dict]] = {
     "backup_unchanged_reverify": unchanged_backup_step(
         "reverified_backup_id", "bench: unchanged, every chunk read", reverify_every_chunk=True
     ),
+    "backup_with_replica": backup_with_replica,
     "dumpdata": dumpdata,
+    "dbbackup": dbbackup,
+    "dbrestore": dbrestore,
     "change_clustered": change_step("clustered"),
     "backup_after_clustered": backup_step("clustered_backup_id", "bench: after clustered 1%"),
     "compare_live": compare_step(None, None),

@@ -40,17 +40,27 @@ _END = object()
 def diff_rows(baseline: Iterable[list], current: Iterable[list]) -> Iterator[RowDiff]:
     left, right = iter(baseline), iter(current)
     old, new = next(left, _END), next(right, _END)
-    while old is not _END or new is not _END:
-        if new is _END or (old is not _END and old[0] < new[0]):
-            yield RowDiff(REMOVED, old[0], old, None)
-            old = next(left, _END)
-        elif old is _END or new[0] < old[0]:
-            yield RowDiff(ADDED, new[0], None, new)
-            new = next(right, _END)
-        else:
-            if list(old) != list(new):
-                yield RowDiff(MODIFIED, old[0], old, new)
+    while old is not _END and new is not _END:
+        # The same record on both sides is by far the most common step, so it goes first.
+        old_pk, new_pk = old[0], new[0]
+        if old_pk == new_pk:
+            # Rows are lists on both sides, equal for nearly every pair: compare them as
+            # they are, and as lists only when that says otherwise (a tuple on one side).
+            if old != new and list(old) != list(new):
+                yield RowDiff(MODIFIED, old_pk, old, new)
             old, new = next(left, _END), next(right, _END)
+        elif old_pk < new_pk:
+            yield RowDiff(REMOVED, old_pk, old, None)
+            old = next(left, _END)
+        else:
+            yield RowDiff(ADDED, new_pk, None, new)
+            new = next(right, _END)
+    while old is not _END:
+        yield RowDiff(REMOVED, old[0], old, None)
+        old = next(left, _END)
+    while new is not _END:
+        yield RowDiff(ADDED, new[0], None, new)
+        new = next(right, _END)
 
 
 def paired_sections(

@@ -357,10 +357,20 @@ def contain(
     sessions, _per_model = Session.objects.filter(pk__in=ended).delete()
     tokens, _per_model = AuthToken.objects.filter(user_id__in=pks).delete()
     if force_password_reset:
-        user_model = get_user_model()
-        if any(f.name == "must_change_password" for f in user_model._meta.concrete_fields):
-            user_model._base_manager.filter(pk__in=pks).update(must_change_password=True)
+        _require_password_change(pks)
     return sessions, tokens
+
+
+def _require_password_change(pks: list) -> None:
+    """The accounts of `pks` still there must change their password at their next login."""
+    user_model = get_user_model()
+    if not any(f.name == "must_change_password" for f in user_model._meta.concrete_fields):
+        return
+    # In batches: a full restore may name every account, more than one query may carry.
+    for start in range(0, len(pks), LOOKUP_BATCH):
+        user_model._base_manager.filter(pk__in=pks[start : start + LOOKUP_BATCH]).update(
+            must_change_password=True
+        )
 
 
 # --- one model -----------------------------------------------------------------------
@@ -590,7 +600,8 @@ class _ModelRestore:
                 if (parent, target) in removed
             ]
             manager.filter(pk__in=stale).delete()
-        table.insert(added)
+        # The pairs are fresh lists of the through table's two columns: no copies needed.
+        table.insert(added, owned=True)
 
 
 # --- the passes ----------------------------------------------------------------------
@@ -618,7 +629,10 @@ def _run(
     write: bool,
     allow_cascade: bool,
     keep_evidence: EvidenceKeeper | None = None,
+    digests: RowDigests | None = None,
 ) -> RestorePlan:
+    """One pass over `sections`; with `digests`, each section's rows are folded into it as
+    they are read, so the verification need not read the backup again."""
     plan = RestorePlan()
     cascades: dict[str, CascadeHit] = {}
     scope = _in_scope()
@@ -626,6 +640,7 @@ def _run(
     # models in the same order.
     for archived, _live in paired_sections(sections, capture.live_sections()):
         model = _require_matching_spec(archived.spec)
+        rows = archived.rows if digests is None else digests.fold(model, archived)
         restore = _ModelRestore(
             model,
             archived.spec,
@@ -636,7 +651,7 @@ def _run(
             keep_evidence=keep_evidence,
         )
         # The live rows are read now, after the earlier sections' writes and cascades.
-        for row_diff in diff_rows(archived.rows, _live_pages(model, archived.spec)):
+        for row_diff in diff_rows(rows, _live_pages(model, archived.spec)):
             restore.add(row_diff)
         plan.models.append(restore.finish())
         if restore.accounts is not None:
@@ -689,7 +704,9 @@ def apply_restore(
 
     `sections_factory` opens the backup afresh each time it is called: a context manager
     whose value is the sections stream (e.g. a function wrapping the archive store's
-    `open`). The backup is read twice: the restore itself, then a verification pass. After
+    `open`). The backup is read once, by the restore itself, which folds each model's rows
+    into a digest as it reads them; the verification then reads the live rows and compares
+    their digests (it reads the backup again only to name the rows that differ). After
     the writes, sequences are reset (before them too), the result is checked against the
     backup, and every session is ended and every API token revoked (the counts are in
     `sessions_flushed` and `tokens_revoked`); the accounts whose password, role, active
@@ -713,6 +730,8 @@ def apply_restore(
     # Rows the restore inserts without their key (many-to-many pairs) take it from the
     # sequences: one left behind the table's keys would collide with the rows kept.
     reset_sequences()
+    _journal_triggers_without_aborts()
+    digests = RowDigests()
     try:
         with transaction.atomic(), progress.stage("Restore", total_rows):
             with sections_factory() as sections:
@@ -721,6 +740,7 @@ def apply_restore(
                     write=True,
                     allow_cascade=allow_cascade,
                     keep_evidence=keep_evidence,
+                    digests=digests,
                 )
             # Foreign keys are deferred until commit; check now so a bad row rolls back here.
             connection.check_constraints(table_names=_captured_tables())
@@ -731,8 +751,8 @@ def apply_restore(
             preview = plan_restore(sections=sections)
         raise CascadeRefused(_cascade_message(preview.cascades or found.hits)) from None
     reset_sequences()
-    with progress.stage("Verify restore", total_rows), sections_factory() as sections:
-        differences = verify_identical(sections=sections)
+    with progress.stage("Verify restore", total_rows):
+        differences = verify_identical(sections=ReadBackup(digests, sections_factory))
     if differences:
         raise RestoreVerificationFailed(
             "Restore rolled back: the database did not match the backup afterwards: "
@@ -740,8 +760,11 @@ def apply_restore(
         )
     plan.sessions_flushed = flush_sessions()
     plan.tokens_revoked = revoke_api_tokens()
-    # Every session and token is gone already; what is left is the password reset.
-    contain(plan.accounts, force_password_reset=force_password_reset)
+    # Every session and token is gone already; what is left is the password reset. (Not
+    # contain(): after a restore into an empty database it would look up every account's
+    # sessions and tokens, 100 000 keys in one query, to delete nothing.)
+    if force_password_reset and plan.accounts:
+        _require_password_change([account.pk for account in plan.accounts])
     plan.password_reset = force_password_reset and bool(plan.accounts)
     return plan
 
@@ -749,11 +772,20 @@ def apply_restore(
 # --- after the writes ----------------------------------------------------------------
 
 
-def verify_identical(*, sections: Iterable[Section]) -> list[str]:
+def verify_identical(*, sections: Iterable[Section] | ReadBackup) -> list[str]:
     """How the live captured models differ from `sections`; [] when they are identical.
+
+    `sections` may be a backup the caller has already read (ReadBackup): the live rows are
+    then folded into digests and compared with the backup's, and the backup is read again,
+    row by row, only when they differ, to name the differences.
 
     Names records and columns, never values: a difference may be a password hash.
     """
+    if isinstance(sections, ReadBackup):
+        if _live_digests() == sections.digests.by_label:
+            return []
+        with sections.reopen() as stream:
+            return verify_identical(sections=stream)
     limit = setting("DETAIL_LIMIT")
     differences: list[str] = []
     unlisted = 0
@@ -783,6 +815,92 @@ def verify_identical(*, sections: Iterable[Section]) -> list[str]:
     return differences
 
 
+# --- row digests: verifying without reading the backup again ---------------------------
+
+
+def _frozen(value):
+    """`value` made hashable (JSON arrays and objects), equal exactly when `value` is."""
+    if isinstance(value, list):
+        return (list, tuple(_frozen(item) for item in value))
+    if isinstance(value, dict):
+        return (dict, frozenset((key, _frozen(item)) for key, item in value.items()))
+    return value
+
+
+class RowDigests:
+    """Each model's rows folded, in primary-key order, into one hash.
+
+    Two sections fold to the same digest when their rows are equal (==, as the row by row
+    comparison tests them); rows that differ fold to the same one by chance only, one in
+    2**64 for a 64-bit build's hash. CPython hashes -1 as -2, so integer columns are folded
+    as 2 * value + 1, an odd number, which no other integer of 61 bits or less hashes to;
+    the rest (strings, datetimes, UUIDs, ...) hash by their full content. Both sides are
+    hashed in one process, with one seed. A mismatch never fails a restore by itself: the
+    verification then compares row by row, which names the rows that differ.
+    """
+
+    def __init__(self):
+        # model label -> (rows, digest)
+        self.by_label: dict[str, tuple[int, int]] = {}
+
+    def fold(self, model: type[models.Model], section: Section) -> Iterator[list]:
+        """The rows of `section`, unchanged, folded into the digest as they pass."""
+        spec = section.spec
+        width = len(spec.fields)
+        integers = _integer_positions(model, spec)
+        digest = count = 0
+        for row in section.rows:
+            key = row[:width]
+            for position in integers:
+                value = key[position]
+                if value.__class__ is int:
+                    key[position] = 2 * value + 1
+            try:
+                digest = hash((digest, *key, *map(tuple, row[width:])))
+            except TypeError:  # a JSON value: a list or a dict
+                digest = hash((digest, *map(_frozen, key), *map(_frozen, row[width:])))
+            count += 1
+            yield row
+        self.by_label[spec.label] = (count, digest)
+
+
+def _integer_positions(model: type[models.Model], spec: ModelSpec) -> list[int]:
+    positions = []
+    for position, name in enumerate(spec.fields):
+        model_field = model._meta.get_field(name)
+        if model_field.is_relation:
+            model_field = model_field.target_field
+        if isinstance(model_field, models.IntegerField | models.AutoField):
+            positions.append(position)
+    return positions
+
+
+@dataclass(frozen=True)
+class ReadBackup:
+    """A backup the restore has read once: its rows' digests, and how to open it again."""
+
+    digests: RowDigests
+    reopen: SectionsFactory
+
+
+def _live_digests() -> dict[str, tuple[int, int]]:
+    live = RowDigests()
+    report = progress.current()
+    for section in capture.live_sections():
+        pending = 0
+        for _row in live.fold(apps.get_model(section.spec.label), section):
+            pending += 1
+            if pending == _PROGRESS_EVERY:
+                report.advance(pending)
+                pending = 0
+        report.advance(pending)
+    return live.by_label
+
+
+# How many live rows the verification reads between two progress reports.
+_PROGRESS_EVERY = 4096
+
+
 def flush_sessions() -> int:
     """End every session stored in the database: everyone logs in again. Returns how many."""
     deleted, _per_model = Session.objects.all().delete()
@@ -798,6 +916,27 @@ def revoke_api_tokens() -> int:
 
 def _captured_tables() -> list[str]:
     return sorted(model._meta.db_table for model in _in_scope())
+
+
+def _journal_triggers_without_aborts() -> None:
+    """Give django-pgtrigger's `pgtrigger.ignore` setting a value (an empty list: ignore
+    nothing) for this transaction, where it has none.
+
+    Each row trigger of the change journal (PostgreSQL) first asks pgtrigger whether to
+    ignore itself, reading that setting inside a PL/pgSQL exception block; unset, the read
+    fails, and the block's subtransaction is rolled back. On every such rollback PostgreSQL
+    walks the transaction's whole queue of deferred trigger events, which a restore fills
+    with one foreign-key check per inserted reference: per journaled row, a walk over up to
+    300 000 events. With the setting present the read succeeds and nothing is rolled back;
+    the journal records every write exactly as before.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('pgtrigger.ignore', "
+            "COALESCE(NULLIF(current_setting('pgtrigger.ignore', true), ''), '{}'), true)"
+        )
 
 
 def reset_sequences() -> None:
@@ -1563,6 +1702,7 @@ def apply_selective(
     (rolled back) when the rows break a constraint or differ from the backup afterwards.
     """
     reset_sequences()
+    _journal_triggers_without_aborts()
     chosen, plan = _selective_plan(sections_factory, selection, later_factory, later_name)
     if plan.conflicts and not accept_conflicts:
         raise RestoreConflict(

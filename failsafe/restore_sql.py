@@ -73,6 +73,10 @@ def _datetimepreparer(prepare: Callable, db) -> Callable:
         zone = db.timezone
 
         def shortcut(value):
+            if value.tzinfo is datetime.UTC and zone is datetime.UTC:
+                # The common case, in one call: isoformat(" ") is str() of the naive
+                # datetime, followed by the offset, which for UTC is always "+00:00".
+                return value.isoformat(" ")[:-6]
             return str(value.astimezone(zone).replace(tzinfo=None))
 
     else:
@@ -124,17 +128,19 @@ class SqlTable:
         self.binary = all(_binary_copyable(f) for f in fields)
         self._column_types: list[int] | None = None
 
-    def prepared(self, rows: Iterable[list]) -> list[list]:
-        """Copies of `rows` (only the table's columns) in the driver's values."""
+    def prepared(self, rows: Iterable[list], *, owned: bool = False) -> list[list]:
+        """Copies of `rows` (only the table's columns) in the driver's values; with `owned`
+        (lists of exactly the table's columns, the caller's to change), `rows` itself."""
         width = len(self.columns)
-        prepared = [row[:width] for row in rows]
+        prepared = rows if owned and isinstance(rows, list) else [row[:width] for row in rows]
         for position, prepare in self.preparers:
             for row in prepared:
                 row[position] = prepare(row[position])
         return prepared
 
-    def insert(self, rows: Iterable[list]) -> None:
-        rows = self.prepared(rows)
+    def insert(self, rows: Iterable[list], *, owned: bool = False) -> None:
+        """Inserts `rows`; with `owned`, see prepared()."""
+        rows = self.prepared(rows, owned=owned)
         if not rows:
             return
         columns = ", ".join(self.columns)

@@ -46,7 +46,8 @@ class ArchiveInfo:
     """What the Backup row records about its archive."""
 
     name: str
-    # Stored bytes the backup needs: its manifest and every chunk it names, shared or not.
+    # Stored bytes of the backup's manifest and every chunk it names, shared or not (a
+    # chunk stored as a delta counts its own bytes, not those of the bases it needs).
     size: int
     sha256: str
     format_version: int
@@ -58,8 +59,10 @@ class ArchiveInfo:
     chunks_written: int = 0
     # Stored chunks read again because the chunk index could not vouch for them...
     chunks_rechecked: int = 0
-    # ...and of the chunks written, those that replaced a damaged stored copy.
+    # ...and of the chunks written, those that replaced a damaged stored copy, and those
+    # stored as a delta over a chunk of the previous backup.
     chunks_rewritten: int = 0
+    chunks_as_deltas: int = 0
 
 
 class SnapshotReader(Protocol):
@@ -156,11 +159,13 @@ class ArchiveStore:
     ) -> ArchiveInfo:
         """Encrypts the snapshot into the store, in format 2 unless told otherwise.
 
-        `previous` (name, sha256, backup_id of an earlier chunked backup) only saves size
-        lookups of the chunks the two share. A chunk already stored is reused unread only
-        when `chunk_index` has it verified less than `reverify_seconds` ago, with the
-        file's stamp unchanged since; otherwise it is read, and rewritten from these rows
-        if it is not good (without an index every stored chunk is read).
+        `previous` (name, sha256, backup_id of an earlier chunked backup) saves size
+        lookups of the chunks the two share, and lends the bases of delta chunks: a chunk
+        it holds over the same keys as a changed one. A chunk already stored is reused
+        unread only when `chunk_index` has it (and the bases it needs) verified less than
+        `reverify_seconds` ago, with the file's stamp unchanged since; otherwise it is
+        read, and rewritten whole from these rows if it is not good (without an index
+        every stored chunk is read).
         Raises InvalidBackupId, FailsafeError (no keyset), ValueError (a malformed
         snapshot), OSError (a damaged chunk that cannot be rewritten) and whatever the
         sections iterator raises; a failed write leaves no manifest or archive (chunks
@@ -174,14 +179,20 @@ class ArchiveStore:
         if format_version != chunked.FORMAT_VERSION:
             raise ValueError(f"Unknown archive format {format_version!r}")
         chunk_files = files.ChunkFiles(self.storage)
-        known_sizes = self._chunk_sizes(previous)
+        parent = self._previous_manifest(previous)
+        known_sizes = (
+            {ref.id: ref.size for entry in parent.models for ref in entry.chunks}
+            if parent is not None
+            else {}
+        )
         reuse = healing.StoredChunkCheck(
             chunk_files,
             aead=keyset.primitive,
             index=chunk_index,
             reverify_seconds=reverify_seconds,
         )
-        reuse.prefetch(chunk_id.hex() for chunk_id in known_sizes)
+        if parent is not None:
+            reuse.prefetch(chunk_id.hex() for chunk_id in parent.object_ids())
         try:
             written = chunked.write_chunks(
                 chunk_files,
@@ -191,6 +202,7 @@ class ArchiveStore:
                 sections=sections,
                 known_sizes=known_sizes,
                 reuse=reuse,
+                parent=parent,
             )
             chunk_files.finish()
         except BaseException:
@@ -223,6 +235,7 @@ class ArchiveStore:
             chunks_written=written.chunks_written,
             chunks_rechecked=reuse.rechecked,
             chunks_rewritten=written.chunks_rewritten,
+            chunks_as_deltas=written.deltas_written,
         )
 
     def _write_single_file(self, backup_key: str, keyset, meta, sections) -> ArchiveInfo:
@@ -250,14 +263,13 @@ class ArchiveStore:
             bytes_written=ciphertext.size,
         )
 
-    def _chunk_sizes(self, previous: dict | None) -> dict[bytes, int]:
+    def _previous_manifest(self, previous: dict | None) -> chunked.Manifest | None:
         if not previous or not str(previous.get("name", "")).endswith(chunked.SUFFIX):
-            return {}
+            return None
         try:
-            manifest = self.read_manifest(**previous)
+            return self.read_manifest(**previous)
         except ArchiveCorrupt:
-            return {}  # sizes are then asked of the storage, chunk by chunk
-        return {ref.id: ref.size for entry in manifest.models for ref in entry.chunks}
+            return None  # sizes are then asked of the storage, and every chunk stored whole
 
     def _open_stored(self, name: str, backup_key: str):
         missing = ArchiveCorrupt(f"Archive file of backup {backup_key} is missing")

@@ -1,8 +1,9 @@
-"""Garbage collection: delete the chunk files that no manifest names.
+"""Garbage collection: delete the chunk files that no manifest names or needs.
 
-Which chunks are in use is read from the manifests themselves, never from a table that
-could disagree with the storage: every manifest in the storage, whether or not a Backup
-row still points at it, plus those of the rows the caller names. A manifest that exists but
+Which chunks are in use is read from the manifests themselves (the chunks each names and
+the bases their deltas are rebuilt from), never from a table that could disagree with the
+storage: every manifest in the storage, whether or not a Backup row still points at it,
+plus those of the rows the caller names. A manifest that exists but
 cannot be read stops the collection before anything is deleted: with a wrong keyset every
 manifest is unreadable, and collecting then would delete every chunk.
 
@@ -99,8 +100,9 @@ def collect(
                 "or delete that backup, first"
             ) from exc
         report.manifests += 1
-        for entry in manifest.models:
-            referenced.update(ref.id for ref in entry.chunks)
+        # A chunk stored as a delta needs its bases, which may be named by no manifest
+        # any more (the backup that named them was deleted): they are in use all the same.
+        referenced.update(manifest.object_ids())
 
     chunk_files = files.ChunkFiles(storage)
     found: set[bytes] = set()

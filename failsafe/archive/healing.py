@@ -5,7 +5,8 @@ of them, and a writer that trusted a chunk file merely for existing would go on 
 in new backups that report success. Here a backup reuses a stored chunk unread only when
 the chunk index says it was verified less than `reverify_seconds` ago and the file's stamp
 (files.ChunkFiles.stamp) is the one it had then; otherwise it reads the file, and a copy
-that is not good is replaced by the chunk sealed afresh from the rows being backed up.
+that is not good is replaced by the chunk sealed afresh, in full, from the rows being
+backed up. A chunk stored as a delta is good only with every base it is rebuilt from.
 `repair` does the same for backups already written, from the sources given (the live
 database now; a replica of the store, once there are replicas, is one more ChunkSource).
 
@@ -33,13 +34,12 @@ from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import tink
 import zstandard
 from django.utils import timezone
 
 from .. import keys
 from ..exceptions import ArchiveCorrupt
-from . import chunked, codec, files
+from . import chunked, codec, files, layout
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,6 @@ class SnapshotSource:
             yield from chunked.find_chunks(sections, wanted)
 
 
-def _decodes_to(aead, chunk_hex: str, stored: bytes, plaintext: bytes) -> bool:
-    try:
-        compressed = chunked.unseal(aead, stored, chunk_hex.encode("ascii"))
-        return hmac.compare_digest(zstandard.ZstdDecompressor().decompress(compressed), plaintext)
-    except (tink.TinkError, zstandard.ZstdError):
-        return False
-
-
 class StoredChunkCheck:
     """chunked.ReuseCheck for one backup: trusts a stored chunk unread when the index has
     a fresh entry whose stamp is the file's, else reads it; remembers what it found good
@@ -152,27 +144,48 @@ class StoredChunkCheck:
             self.prefetch([chunk_hex])
         return self._records.get(chunk_hex)
 
-    def reusable(self, chunk_hex: str, plaintext: bytes) -> bool:
+    def _fresh(self, chunk_hex: str) -> bool:
         record = self._record(chunk_hex)
+        return (
+            record is not None
+            and self._fresh_since is not None
+            and record.verified_at >= self._fresh_since
+            and record.stamp == self._chunks.stamp(chunk_hex)
+        )
+
+    def reusable(self, chunk_hex: str, plaintext: bytes, needs: tuple[bytes, ...] = ()) -> bool:
+        """`needs`: the bases a delta stored under `chunk_hex` is rebuilt from; it is
+        reused unread only when they are all fresh too."""
         try:
-            stamp = self._chunks.stamp(chunk_hex)
-            if (
-                record is not None
-                and self._fresh_since is not None
-                and record.verified_at >= self._fresh_since
-                and record.stamp == stamp
-            ):
+            if self._fresh(chunk_hex) and all(self._fresh(base.hex()) for base in needs):
                 return True
             self.rechecked += 1
+            stamp = self._chunks.stamp(chunk_hex)
             stored = self._chunks.get(chunk_hex)
         except FileNotFoundError:
             return False
         digest = hashlib.sha256(stored).hexdigest()
-        # The same bytes as were found good before, or bytes that decrypt to these rows.
-        same_bytes = record is not None and hmac.compare_digest(digest, record.sha256)
-        if not (same_bytes or _decodes_to(self._aead, chunk_hex, stored, plaintext)):
+        record = self._records.get(chunk_hex)
+        # A chunk stored in full: the same bytes as were found good before, or bytes that
+        # decrypt to these rows. Anything else (a delta) is rebuilt from its bases.
+        if not needs and record is not None and hmac.compare_digest(digest, record.sha256):
+            self._found_good.append(ChunkRecord(chunk_hex, digest, stamp, self._now))
+            return True
+        try:
+            read = chunked.StoredObjects(self._chunks, self._aead).read(
+                bytes.fromhex(chunk_hex), stamps=True
+            )
+        except chunked.ObjectDamaged:
             return False
-        self._found_good.append(ChunkRecord(chunk_hex, digest, stamp, self._now))
+        rebuilt = read.plaintext
+        if rebuilt is None:
+            rebuilt = layout.encode_chunk(read.label, read.rows)
+        if not hmac.compare_digest(rebuilt, plaintext):
+            return False
+        self._found_good.extend(
+            ChunkRecord.of(object_hex, object_stamp, object_stored, self._now)
+            for object_hex, object_stamp, object_stored in read.objects
+        )
         return True
 
     def written(self, chunk_hex: str, stored: bytes) -> None:

@@ -3,7 +3,8 @@
 A replica holds exactly the bytes the primary holds, under the same names (`chunks/..`,
 `<backup id>.manifest`, `<backup id>.rfs`): nothing is decrypted to be copied, so a replica
 needs no key and the keyset alone opens it, like the primary. A backup is copied chunks
-first (only those the replica lacks, as its listing says) and its manifest last, so a
+first (only those the replica lacks, as its listing says, with the bases their deltas
+need) and its manifest last, so a
 replica never holds a manifest naming a chunk it lacks. Every chunk is checked on the
 primary before it leaves (decrypted and matched to its name, as verification does: a
 damaged chunk is never spread), and every object written is read back from the replica
@@ -25,8 +26,6 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-import tink
-import zstandard
 from django.core.files.storage import Storage
 from django.utils import timezone
 
@@ -212,26 +211,42 @@ def _copy_file(primary: ArchiveStore, writer: Storage, name: str, sha256: str, b
 
 class _CheckedChunks:
     """Reads chunks from the primary through a ChunkedReader, so each is checked as
-    verification checks it before its bytes are handed on."""
+    verification checks it before its bytes (and those of the bases of its delta) are
+    handed on."""
 
     def __init__(self, primary: ArchiveStore, manifest: chunked.Manifest, location: dict):
+        aead = keys.streaming_aead(key_id=location.get("key_id"), backup_id=location["backup_id"])
+        chunk_files = files.ChunkFiles(primary.storage)
         self._reader = chunked.ChunkedReader(
-            manifest,
-            chunks=files.ChunkFiles(primary.storage),
-            aead=keys.streaming_aead(
-                key_id=location.get("key_id"), backup_id=location["backup_id"]
-            ),
-            backup_id=location["backup_id"],
+            manifest, chunks=chunk_files, aead=aead, backup_id=location["backup_id"]
         )
-        self._last: bytes = b""
+        self._objects = chunked.StoredObjects(chunk_files, aead)
+        self._read: dict[str, bytes] = {}
         self._reader.on_good_chunk = self._keep
 
     def _keep(self, chunk_hex: str, stamp: str, stored: bytes) -> None:
-        self._last = stored
+        self._read[chunk_hex] = stored
 
-    def get(self, spec, ref: chunked.ChunkRef) -> bytes:
-        self._reader.read_chunk(spec, ref)  # raises ArchiveCorrupt for a damaged chunk
-        return self._last
+    def get(self, spec, ref: chunked.ChunkRef) -> dict[str, bytes]:
+        """Chunk hex -> stored bytes of the chunk and every object its delta was rebuilt
+        from. Raises ArchiveCorrupt for a damaged chunk or base."""
+        self._read = {}
+        self._reader.read_chunk(spec, ref)
+        return self._read
+
+    def get_base(self, base_id: bytes) -> bytes | None:
+        """A base the manifest names that the chunk no longer needs (it was healed, and
+        stored in full since): copied when it reads back whole, as the manifest says it
+        is needed; None when it is not there."""
+        try:
+            read = self._objects.read(base_id)
+        except chunked.ObjectDamaged as exc:
+            if exc.problem == "is missing" and exc.chunk_hex == base_id.hex():
+                return None
+            raise ArchiveCorrupt(
+                f"Base chunk {exc.chunk_hex} on the primary {exc.problem}"
+            ) from exc
+        return read.objects[0][2]
 
 
 def copy_backup(
@@ -268,6 +283,7 @@ def copy_backup(
     target = files.ChunkFiles(writer)
     sent: dict[str, str] = {}
     seen: set[bytes] = set()
+    handled: set[bytes] = set()
     try:
         for entry in manifest.models:
             for ref in entry.chunks:
@@ -275,21 +291,30 @@ def copy_backup(
                     continue
                 seen.add(ref.id)
                 report.chunks += 1
-                chunk_hex = ref.id.hex()
-                if target.holds(chunk_hex):
-                    if not recheck:
-                        continue
-                    stored = source.get(entry.spec, ref)
-                    held = _read(writer, target.name(chunk_hex))
-                    if held is not None and hmac.compare_digest(_sha256(held), _sha256(stored)):
-                        continue
-                    target.replace(chunk_hex, stored)
-                else:
-                    stored = source.get(entry.spec, ref)
-                    target.put(chunk_hex, stored)
-                sent[chunk_hex] = _sha256(stored)
-                report.chunks_copied += 1
-                report.bytes_copied += len(stored)
+                # The chunk and the bases its delta is rebuilt from, each looked at once.
+                wanted = [i for i in (ref.id, *ref.needs) if i not in handled]
+                handled.update(wanted)
+                lacking = [i for i in wanted if recheck or not target.holds(i.hex())]
+                if not lacking:
+                    continue
+                read = source.get(entry.spec, ref)
+                for object_id in lacking:
+                    chunk_hex = object_id.hex()
+                    stored = read.get(chunk_hex)
+                    if stored is None:
+                        stored = source.get_base(object_id)
+                        if stored is None:
+                            continue
+                    if target.holds(chunk_hex):
+                        held = _read(writer, target.name(chunk_hex))
+                        if held is not None and hmac.compare_digest(_sha256(held), _sha256(stored)):
+                            continue
+                        target.replace(chunk_hex, stored)
+                    else:
+                        target.put(chunk_hex, stored)
+                    sent[chunk_hex] = _sha256(stored)
+                    report.chunks_copied += 1
+                    report.bytes_copied += len(stored)
         target.finish()
     except BaseException:
         target.abandon()
@@ -444,23 +469,20 @@ class ReplicaChunkSource:
 
     def plaintexts(self, wanted):
         aead = keys.active_keyset().primitive
-        decompressor = zstandard.ZstdDecompressor()
         with contextlib.ExitStack() as stack:
             try:
                 storage = stack.enter_context(self._open_storage())
             except Exception as exc:  # noqa: BLE001 - a replica that is down offers nothing
                 logger.warning("%s offers no chunks to repair from: %s", self.name, exc)
                 return
-            chunk_files = files.ChunkFiles(storage)
+            objects = chunked.StoredObjects(files.ChunkFiles(storage), aead)
             for chunk_ids in wanted.values():
                 for chunk_id in list(chunk_ids):
                     chunk_hex = chunk_id.hex()
                     try:
-                        stored = chunk_files.get(chunk_hex)
-                        sealed = chunked.unseal(aead, stored, chunk_hex.encode("ascii"))
-                        plaintext = decompressor.decompress(sealed)
-                    except (tink.TinkError, zstandard.ZstdError):
-                        continue  # damaged there too
+                        plaintext = objects.plaintext(chunk_id)  # a delta: from its bases there
+                    except chunked.ObjectDamaged:
+                        continue  # damaged or missing there too
                     except Exception as exc:  # noqa: BLE001 - missing, or the link dropped
                         logger.warning("%s: chunk %s not read: %s", self.name, chunk_hex, exc)
                         continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 
 from django.contrib.auth import get_user_model
@@ -10,6 +11,7 @@ from django.utils import timezone
 from .. import archives, audit, investigate, journal, oplock
 from .. import restore as restore_engine
 from ..exceptions import (
+    ArchiveCorrupt,
     CascadeRefused,
     ConfirmationRequired,
     InvalidSelection,
@@ -95,8 +97,12 @@ def restore(
         if not dry_run:
             require_failsafe_password(actor, ACTION_RESTORE, password)
 
-        # Refuse a damaged or foreign-schema archive before anything is touched.
-        archives.verify(backup)
+        # Refuse a damaged or foreign-schema archive before anything is touched. Without a
+        # pre-restore backup nothing is touched before the restore's own reading of the
+        # archive, which refuses a damaged one as well (rolled back): no check first then,
+        # which would decode the whole backup once more.
+        if dry_run or not without_pre_restore_backup:
+            archives.verify(backup)
         restore_engine.check_schema(
             archived_migrations=backup.state.get("SystemMetrics", {}).get("Migrations", {})
         )
@@ -156,6 +162,11 @@ def restore(
                     _forget(pre_restore)
                     details["pre_restore_backup_id"] = None
                 raise
+            except ArchiveCorrupt:
+                # Damaged since the check, or not checked (no pre-restore backup): nothing
+                # was written, and the chunk index must forget the damaged chunk.
+                _forget_damaged_chunks(backup)
+                raise
         _own_account(plan, actor)
         details.update(
             changes=_plan_counts(plan),
@@ -203,6 +214,13 @@ def _evidence_keeper(actor: Actor):
             )
 
     return keep
+
+
+def _forget_damaged_chunks(backup: Backup) -> None:
+    """Check the damaged backup as `verify` does, so that the chunk index forgets the
+    damaged chunk and no later backup reuses it unread."""
+    with contextlib.suppress(ArchiveCorrupt):
+        archives.verify(backup)
 
 
 def _forget(pre_restore: Backup) -> None:

@@ -187,7 +187,9 @@ def test_repair_rewrites_live_chunks_and_names_the_backups_that_stay_damaged(act
     assert refusal == "1 of 2 backups stay damaged after repair"
     assert f"{newer.id}  OK (" in out
     assert f"{older.id}  CORRUPT: " in out
-    assert "1 of 2 damaged chunks rewritten from live data; 1 backups stay damaged" in out
+    # The newer backup's licenses chunk is a delta over the damaged one (one license of
+    # four changed): damaged through it, and rewritten whole from the live rows.
+    assert "2 of 3 damaged chunks rewritten from live data; 1 backups stay damaged" in out
     assert f"Stays damaged: backup {older.id} (1 of its chunks hold rows that are no longer" in out
     assert verify_all(actor) == {str(older.id): False, str(newer.id): True}
 

@@ -384,7 +384,7 @@ def test_a_refusal_names_every_cascade_not_only_the_first_batchs(world, tiny_bat
     assert User.objects.filter(username__in=["mallory", "trudy"]).count() == 2
 
 
-def test_a_restore_reads_the_backup_twice_to_write_and_to_verify(world):
+def test_a_restore_reads_the_backup_once_and_verifies_by_digest(world):
     backup = snapshot()
     User.objects.filter(username="bob").delete()
     opened = []
@@ -395,7 +395,9 @@ def test_a_restore_reads_the_backup_twice_to_write_and_to_verify(world):
 
     restore.apply_restore(sections_factory=counting_opener)
 
-    assert len(opened) == 2
+    # The verification compares digests of the live rows with those of the rows the write
+    # pass read (test_restore_speed_paths.py proves it still catches a wrong value).
+    assert len(opened) == 1
     assert snapshot() == backup
 
 

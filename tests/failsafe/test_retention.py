@@ -322,16 +322,14 @@ def test_a_policy_that_makes_no_sense_is_refused(settings, failsafe, message):
 
 @pytest.fixture
 def three_backups(actor, population, settings):
-    """Three real backups, a user changed between each, so each holds chunks of its own;
-    the first is safe. Moved back in time so that only the newest is the "last 1"."""
-    alice = User.objects.get(username="alice")
+    """Three real backups, every user changed between each (so the users' chunk is written
+    whole, not as a delta over the one before), so each holds chunks of its own; the first
+    is safe. Moved back in time so that only the newest is the "last 1"."""
     first = services.create_backup(actor=actor)
     Backup.objects.filter(pk=first.pk).update(is_safe=True)
-    alice.last_name = "Second"
-    alice.save()
+    User.objects.update(last_name="Second")
     second = services.create_backup(actor=actor)
-    alice.last_name = "Third"
-    alice.save()
+    User.objects.update(last_name="Third")
     third = services.create_backup(actor=actor)
     for days, backup in ((30, first), (20, second), (10, third)):
         Backup.objects.filter(pk=backup.pk).update(

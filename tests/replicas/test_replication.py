@@ -189,12 +189,17 @@ def test_replication_lag_shows_in_the_api_and_the_admin(
 def test_deleting_a_backup_deletes_its_manifest_on_the_replicas_and_gc_its_chunks(
     superadmin, armed, population, settings, file_replica_url
 ):
+    from django.contrib.auth import get_user_model
+
     from tests.factories import FAILSAFE_PASSWORD
 
     settings.FAILSAFE_REPLICAS = [f"nas={file_replica_url}"]
     settings.FAILSAFE = {"GC_GRACE_SECONDS": 0}
     first = _backup()
     UserFactory(username="frank")
+    # Every user changed too: the users' chunk is written whole again, not as a delta
+    # whose base (the first backup's chunk) the replica would have to keep.
+    get_user_model().objects.update(last_name="Renamed")
     _backup()
     nas_dir = Path(file_replica_url.removeprefix("file://"))
     chunks_before = {path.name for path in (nas_dir / "chunks").rglob("*") if path.is_file()}
