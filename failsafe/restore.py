@@ -730,7 +730,6 @@ def apply_restore(
     # Rows the restore inserts without their key (many-to-many pairs) take it from the
     # sequences: one left behind the table's keys would collide with the rows kept.
     reset_sequences()
-    _journal_triggers_without_aborts()
     digests = RowDigests()
     try:
         with transaction.atomic(), progress.stage("Restore", total_rows):
@@ -916,27 +915,6 @@ def revoke_api_tokens() -> int:
 
 def _captured_tables() -> list[str]:
     return sorted(model._meta.db_table for model in _in_scope())
-
-
-def _journal_triggers_without_aborts() -> None:
-    """Give django-pgtrigger's `pgtrigger.ignore` setting a value (an empty list: ignore
-    nothing) for this transaction, where it has none.
-
-    Each row trigger of the change journal (PostgreSQL) first asks pgtrigger whether to
-    ignore itself, reading that setting inside a PL/pgSQL exception block; unset, the read
-    fails, and the block's subtransaction is rolled back. On every such rollback PostgreSQL
-    walks the transaction's whole queue of deferred trigger events, which a restore fills
-    with one foreign-key check per inserted reference: per journaled row, a walk over up to
-    300 000 events. With the setting present the read succeeds and nothing is rolled back;
-    the journal records every write exactly as before.
-    """
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('pgtrigger.ignore', "
-            "COALESCE(NULLIF(current_setting('pgtrigger.ignore', true), ''), '{}'), true)"
-        )
 
 
 def reset_sequences() -> None:
@@ -1702,7 +1680,6 @@ def apply_selective(
     (rolled back) when the rows break a constraint or differ from the backup afterwards.
     """
     reset_sequences()
-    _journal_triggers_without_aborts()
     chosen, plan = _selective_plan(sections_factory, selection, later_factory, later_name)
     if plan.conflicts and not accept_conflicts:
         raise RestoreConflict(
