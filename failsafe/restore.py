@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -145,9 +146,14 @@ class RestorePlan:
     sessions_flushed: int = 0
     tokens_revoked: int = 0
     # The accounts whose password, role, active flag or groups the restore changes, and
-    # (set by the service) what it changes of the acting SuperAdmin's own account.
+    # (set by the service) what it changes of the acting SuperAdmin's own account. A full
+    # restore lists DETAIL_LIMIT of them (and the acting SuperAdmin's) and counts the rest:
+    # into an emptied database it changes every account.
     accounts: list[AccountChange] = field(default_factory=list)
+    accounts_unlisted: int = 0
     own_account: list[str] = field(default_factory=list)
+    # The primary keys of every such account, listed or not: whom a password reset reaches.
+    account_pks: list | array = field(default_factory=list)
     # Whether those accounts were told to change their password (apply only).
     password_reset: bool = False
     # A selective restore: each selected record, and the conflicts it met.
@@ -314,21 +320,30 @@ def _in_scope() -> set[type[models.Model]]:
 
 
 class _AccountWatch:
-    """Notes the accounts whose password hash, role, active flag or groups a restore changes."""
+    """Notes the accounts whose password hash, role, active flag or groups a restore changes.
 
-    def __init__(self, spec: ModelSpec):
+    With `listed`, names at most that many (and always the account of `keep`, a pk) and
+    counts the rest, keeping only their primary keys, 8 bytes each where they are integers:
+    memory stays flat when a restore brings back a million accounts.
+    """
+
+    def __init__(self, spec: ModelSpec, *, listed: int | None = None, keep=None):
         self.name = record_namer(spec)
         self.columns = [
             (name, spec.columns.index(name)) for name in CONTAINMENT_COLUMNS if name in spec.columns
         ]
+        self.listed = listed
+        self.keep = None if keep is None else str(keep)
         self.found: list[AccountChange] = []
+        self.unlisted = 0
+        self.pks: list | array = array("q")
 
     # diff_rows(archived, live): REMOVED comes back, ADDED goes, MODIFIED is rolled back.
     def observe(self, row_diff: RowDiff) -> None:
         if row_diff.kind == REMOVED:
-            self.found.append(AccountChange(row_diff.pk, self.name(row_diff.baseline), [RESTORED]))
+            self._note(row_diff.pk, row_diff.baseline, [RESTORED])
         elif row_diff.kind == ADDED:
-            self.found.append(AccountChange(row_diff.pk, self.name(row_diff.current), [DELETED]))
+            self._note(row_diff.pk, row_diff.current, [DELETED])
         else:
             changed = [
                 name
@@ -336,7 +351,22 @@ class _AccountWatch:
                 if row_diff.baseline[index] != row_diff.current[index]
             ]
             if changed:
-                self.found.append(AccountChange(row_diff.pk, self.name(row_diff.baseline), changed))
+                self._note(row_diff.pk, row_diff.baseline, changed)
+
+    def _note(self, pk, row: list, changes: list[str]) -> None:
+        try:
+            self.pks.append(pk)
+        except TypeError:  # not an integer key: a plain list, as big as it needs
+            self.pks = [*self.pks, pk]
+        if self.listed is None or len(self.found) < self.listed or str(pk) == self.keep:
+            self.found.append(AccountChange(pk, self.name(row), changes))
+        else:
+            self.unlisted += 1
+
+    def add_to(self, plan: RestorePlan) -> None:
+        plan.accounts += self.found
+        plan.accounts_unlisted += self.unlisted
+        plan.account_pks = [*plan.account_pks, *self.pks] if plan.account_pks else self.pks
 
 
 def contain(
@@ -361,7 +391,7 @@ def contain(
     return sessions, tokens
 
 
-def _require_password_change(pks: list) -> None:
+def _require_password_change(pks: list | array) -> None:
     """The accounts of `pks` still there must change their password at their next login."""
     user_model = get_user_model()
     if not any(f.name == "must_change_password" for f in user_model._meta.concrete_fields):
@@ -395,6 +425,7 @@ class _ModelRestore:
         scope: set[type[models.Model]],
         cascades: dict[str, CascadeHit],
         keep_evidence: EvidenceKeeper | None = None,
+        own_pk=None,
     ):
         self.model = model
         self.keep_evidence = keep_evidence
@@ -417,7 +448,11 @@ class _ModelRestore:
         # Writes refused by a unique constraint, retried once the rest of the model is done.
         self.deferred: list[_Write] = []
         self.last_conflict: IntegrityError | None = None
-        self.accounts = _AccountWatch(spec) if model is get_user_model() else None
+        self.accounts = (
+            _AccountWatch(spec, listed=setting("DETAIL_LIMIT"), keep=own_pk)
+            if model is get_user_model()
+            else None
+        )
 
     # Differences come from diff_rows(archived, live): REMOVED means only in the backup.
     def add(self, row_diff: RowDiff) -> None:
@@ -630,9 +665,11 @@ def _run(
     allow_cascade: bool,
     keep_evidence: EvidenceKeeper | None = None,
     digests: RowDigests | None = None,
+    own_pk=None,
 ) -> RestorePlan:
     """One pass over `sections`; with `digests`, each section's rows are folded into it as
-    they are read, so the verification need not read the backup again."""
+    they are read, so the verification need not read the backup again. `own_pk`: the
+    acting user's account, always listed among the accounts the restore changes."""
     plan = RestorePlan()
     cascades: dict[str, CascadeHit] = {}
     scope = _in_scope()
@@ -649,23 +686,24 @@ def _run(
             scope=scope,
             cascades=cascades,
             keep_evidence=keep_evidence,
+            own_pk=own_pk,
         )
         # The live rows are read now, after the earlier sections' writes and cascades.
         for row_diff in diff_rows(rows, _live_pages(model, archived.spec)):
             restore.add(row_diff)
         plan.models.append(restore.finish())
         if restore.accounts is not None:
-            plan.accounts += restore.accounts.found
+            restore.accounts.add_to(plan)
     plan.cascades = list(cascades.values())
     return plan
 
 
-def plan_restore(*, sections: Iterable[Section]) -> RestorePlan:
+def plan_restore(*, sections: Iterable[Section], own_pk=None) -> RestorePlan:
     """What a restore from `sections` would insert, update and delete. Writes nothing.
 
     Raises SchemaMismatch if the sections do not capture today's models and columns.
     """
-    return _run(sections, write=False, allow_cascade=False)
+    return _run(sections, write=False, allow_cascade=False, own_pk=own_pk)
 
 
 def _cascade_message(hits: list[CascadeHit]) -> str:
@@ -699,6 +737,7 @@ def apply_restore(
     total_rows: int | None = None,
     keep_evidence: EvidenceKeeper | None = None,
     force_password_reset: bool = False,
+    own_pk=None,
 ) -> RestorePlan:
     """Make the captured models equal to the backup, in one transaction, or change nothing.
 
@@ -740,6 +779,7 @@ def apply_restore(
                     allow_cascade=allow_cascade,
                     keep_evidence=keep_evidence,
                     digests=digests,
+                    own_pk=own_pk,
                 )
             # Foreign keys are deferred until commit; check now so a bad row rolls back here.
             connection.check_constraints(table_names=_captured_tables())
@@ -762,9 +802,9 @@ def apply_restore(
     # Every session and token is gone already; what is left is the password reset. (Not
     # contain(): after a restore into an empty database it would look up every account's
     # sessions and tokens, 100 000 keys in one query, to delete nothing.)
-    if force_password_reset and plan.accounts:
-        _require_password_change([account.pk for account in plan.accounts])
-    plan.password_reset = force_password_reset and bool(plan.accounts)
+    if force_password_reset and plan.account_pks:
+        _require_password_change(plan.account_pks)
+    plan.password_reset = force_password_reset and bool(plan.account_pks)
     return plan
 
 
@@ -1449,7 +1489,7 @@ def _plan_selected(
                 plan.conflicts += _changed_again(selected, change, name, later, later_name)
         plan.models.append(model_plan)
         if watch is not None:
-            plan.accounts += watch.found
+            watch.add_to(plan)
     dangling = _dangling(chosen)
     deletion_problems, plan.cascades = _deletion_effects(chosen)
     dangling += deletion_problems

@@ -677,6 +677,9 @@ class RestorePlanSerializer(serializers.Serializer):
     accounts = AccountChangeSerializer(
         many=True, help_text="Accounts whose sessions and API tokens the restore ends."
     )
+    accounts_unlisted = serializers.IntegerField(
+        help_text="How many more accounts it changes: a full restore lists DETAIL_LIMIT."
+    )
     own_account = serializers.ListField(
         child=serializers.CharField(),
         help_text="What the restore changes of the acting SuperAdmin's own account.",

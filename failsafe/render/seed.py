@@ -496,6 +496,7 @@ def restore_plan(plan) -> dict:
         "Records": [restore_record(r) for r in plan.records],
         "Conflicts": list(plan.conflicts),
         "Accounts": [{"Username": a.username, "Changes": list(a.changes)} for a in plan.accounts],
+        "AccountsNotListed": plan.accounts_unlisted,
         "OwnAccount": list(plan.own_account),
     }
 

@@ -272,7 +272,7 @@ def restore_plan(result) -> str:
         lines.append(result.own_account_warning)
     lines += _bullets(
         "Accounts whose sessions and API tokens end:",
-        [account.describe() for account in result.plan.accounts],
+        _account_lines(result.plan),
     )
     lines.append(
         "First a backup of the current state is taken; afterwards the sessions and API "
@@ -282,6 +282,13 @@ def restore_plan(result) -> str:
         "and every API token is revoked."
     )
     return "\n".join(lines)
+
+
+def _account_lines(plan) -> list[str]:
+    lines = [account.describe() for account in plan.accounts]
+    if plan.accounts_unlisted:
+        lines.append(f"and {plan.accounts_unlisted} more")
+    return lines
 
 
 def restore(result) -> str:
@@ -303,8 +310,7 @@ def restore(result) -> str:
                 else "revoked: everyone logs in again"
             )
         )
-        accounts = [account.describe() for account in result.plan.accounts]
-        lines += _bullets("Accounts contained:", accounts)
+        lines += _bullets("Accounts contained:", _account_lines(result.plan))
         if result.plan.password_reset:
             lines.append("Those accounts must change their password at their next login")
     elif result.own_account_warning:

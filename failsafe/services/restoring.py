@@ -125,7 +125,7 @@ def restore(
 
         if dry_run:
             with stage("Plan restore", total_rows), archives.open_sections(backup) as stream:
-                plan = restore_engine.plan_restore(sections=stream)
+                plan = restore_engine.plan_restore(sections=stream, own_pk=_own_pk(actor))
             _own_account(plan, actor)
             details.update(changes=_plan_counts(plan))
             return RestoreResult(backup=backup, plan=plan, dry_run=True)
@@ -155,6 +155,7 @@ def restore(
                         total_rows=total_rows,
                         keep_evidence=_evidence_keeper(actor),
                         force_password_reset=force_password_reset,
+                        own_pk=_own_pk(actor),
                     )
             except (CascadeRefused, InvalidSelection, RestoreConflict):
                 # Refused, not failed: the database is as it was, so is the store.
@@ -172,7 +173,7 @@ def restore(
             changes=_plan_counts(plan),
             sessions_flushed=plan.sessions_flushed,
             tokens_revoked=plan.tokens_revoked,
-            contained_accounts=len(plan.accounts),
+            contained_accounts=len(plan.accounts) + plan.accounts_unlisted,
             restored_at=timezone.now(),
         )
         result = RestoreResult(
@@ -376,6 +377,10 @@ def _later_backup(backup: Backup) -> Backup | None:
         .order_by("-created_at")
         .first()
     )
+
+
+def _own_pk(actor: Actor):
+    return None if actor.user is None else actor.user.pk
 
 
 def _own_account(plan: restore_engine.RestorePlan, actor: Actor) -> None:

@@ -9,8 +9,9 @@ from django.contrib.sessions.models import Session
 from knox.models import AuthToken
 
 from failsafe import services
+from failsafe.models import AuditEvent
 from failsafe.render import seed, text
-from tests.factories import FAILSAFE_PASSWORD
+from tests.factories import FAILSAFE_PASSWORD, SuperAdminFactory
 from tests.selective import attack, sign_in
 
 User = get_user_model()
@@ -118,3 +119,32 @@ def test_the_plan_says_when_the_restore_changes_the_actors_own_account(
         actor=actor, backup_id=safe.pk, dry_run=True, only=["accounts.user:alice"]
     )
     assert selective.plan.own_account == []
+
+
+def test_a_full_restore_of_many_accounts_lists_a_few_counts_the_rest_and_resets_them_all(
+    armed, population, settings
+):
+    # Into an emptied database a full restore changes every account: the plan names
+    # DETAIL_LIMIT of them (and always the acting SuperAdmin's) and counts the others, and
+    # a password reset still reaches every one.
+    settings.FAILSAFE = {**settings.FAILSAFE, "DETAIL_LIMIT": 3}
+    User.objects.bulk_create(
+        [User(username=f"member{n:02d}", password="md5$x$y") for n in range(12)]
+    )
+    zoe = SuperAdminFactory(username="zoe")  # the newest account: past the first three
+    actor = services.Actor(user=zoe, source=AuditEvent.Source.CLI)
+    safe = services.create_backup(actor=actor, reason="known good")
+    zoe.set_password("zoe's password, now")
+    zoe.save()
+    User.objects.exclude(pk=zoe.pk).delete()
+
+    result = services.restore(
+        actor=actor, backup_id=safe.pk, password=FAILSAFE_PASSWORD, force_password_reset=True
+    )
+
+    assert len(result.plan.accounts) + result.plan.accounts_unlisted == User.objects.count()
+    assert len(result.plan.accounts) == 4 and "zoe" in result.contained_accounts
+    assert result.plan.own_account == ["password"]
+    assert seed.restore(result)["Plan"]["AccountsNotListed"] == result.plan.accounts_unlisted
+    assert f"and {result.plan.accounts_unlisted} more" in text.restore(result)
+    assert not User.objects.filter(must_change_password=False).exists()
