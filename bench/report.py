@@ -116,36 +116,34 @@ def _speed_row(
     speedup: float | None,
 ) -> dict:
     """How many times faster ours is than the anchor; checked unless `speedup` is None."""
-    anchor = doc["measurements"].get(anchor_name)
     target = f"≥ {speedup:g}× faster than {anchor_name}" if speedup else "— (info)"
-    if not anchor:
-        return _row(
-            what,
-            ours=ours["seconds"],
-            ours_text=_step_text(ours),
-            baseline_text=_skipped_text(doc, anchor_name),
-            target=target,
-        )
-    ratio = anchor["seconds"] / ours["seconds"]
-    return _row(
-        what,
-        ours=ours["seconds"],
-        ours_text=_step_text(ours),
-        baseline=anchor["seconds"],
-        baseline_text=_step_text(anchor),
-        ratio=ratio,
-        ratio_text=f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower",
-        target=target,
-        passed=None if speedup is None else ratio >= speedup,
-    )
+
+    def ratio_of(ours_seconds: float, anchor_seconds: float) -> tuple[float, str, bool | None]:
+        ratio = anchor_seconds / ours_seconds
+        text = f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower"
+        return ratio, text, None if speedup is None else ratio >= speedup
+
+    return _anchor_row(doc, what, ours, anchor_name, target, ratio_of)
 
 
 def _time_factor_row(
     doc: dict, what: str, ours: dict, anchor_name: str, factor: float | None
 ) -> dict:
     """Ours as a multiple of the anchor's time; checked against `factor` unless None."""
-    anchor = doc["measurements"].get(anchor_name)
     target = f"≤ {factor:g}× {anchor_name}" if factor else "— (info)"
+
+    def ratio_of(ours_seconds: float, anchor_seconds: float) -> tuple[float, str, bool | None]:
+        ratio = ours_seconds / anchor_seconds
+        return ratio, f"{ratio:.2f}× {anchor_name}'s time", None if factor is None else (
+            ratio <= factor
+        )
+
+    return _anchor_row(doc, what, ours, anchor_name, target, ratio_of)
+
+
+def _anchor_row(doc: dict, what: str, ours: dict, anchor_name: str, target: str, ratio_of):
+    """Ours against an anchor measured in the same run; the anchor's skip reason if none."""
+    anchor = doc["measurements"].get(anchor_name)
     if not anchor:
         return _row(
             what,
@@ -154,7 +152,7 @@ def _time_factor_row(
             baseline_text=_skipped_text(doc, anchor_name),
             target=target,
         )
-    ratio = ours["seconds"] / anchor["seconds"]
+    ratio, ratio_text, passed = ratio_of(ours["seconds"], anchor["seconds"])
     return _row(
         what,
         ours=ours["seconds"],
@@ -162,9 +160,9 @@ def _time_factor_row(
         baseline=anchor["seconds"],
         baseline_text=_step_text(anchor),
         ratio=ratio,
-        ratio_text=f"{ratio:.2f}× {anchor_name}'s time",
+        ratio_text=ratio_text,
         target=target,
-        passed=None if factor is None else ratio <= factor,
+        passed=passed,
     )
 
 

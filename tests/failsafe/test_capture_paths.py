@@ -19,25 +19,9 @@ from failsafe.diff import ADDED, MODIFIED, REMOVED, diff_rows
 from failsafe.models import Backup
 from tests.factories import UserFactory
 
+from .test_capture import assert_same_values, orm_rows, read
+
 pytestmark = pytest.mark.django_db
-
-
-def orm_rows(queryset, fields) -> list[list]:
-    return [list(row) for row in queryset.values_list(*fields)]
-
-
-def read(queryset, fields, **options) -> list[list]:
-    return [row for block in capture.row_blocks(queryset, fields, **options) for row in block]
-
-
-def assert_same_values(ours: list[list], orm: list[list]) -> None:
-    assert ours == orm
-    for our_row, orm_row in zip(ours, orm, strict=True):
-        for ours_value, orm_value in zip(our_row, orm_row, strict=True):
-            assert type(ours_value) is type(orm_value)
-            if isinstance(orm_value, datetime.datetime):
-                assert ours_value.tzinfo == orm_value.tzinfo
-                assert ours_value.utcoffset() == orm_value.utcoffset()
 
 
 def store_text(backup: Backup, column: str, text: str) -> None:
