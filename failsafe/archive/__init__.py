@@ -192,7 +192,7 @@ class ArchiveStore:
             reverify_seconds=reverify_seconds,
         )
         if parent is not None:
-            reuse.prefetch(chunk_id.hex() for chunk_id in parent.object_ids())
+            reuse.prefetch(parent.objects_in_order())
         try:
             written = chunked.write_chunks(
                 chunk_files,

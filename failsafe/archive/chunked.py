@@ -176,6 +176,14 @@ class Manifest:
             entry.spec.label: frozenset(ref.id for ref in entry.chunks) for entry in self.models
         }
 
+    def objects_in_order(self) -> Iterator[bytes]:
+        """Every stored object the backup needs, each chunk followed by its bases, in the
+        manifest's order (the order a backup of the same data meets them)."""
+        for entry in self.models:
+            for ref in entry.chunks:
+                yield ref.id
+                yield from ref.needs
+
     def object_ids(self) -> set[bytes]:
         """Every stored object the backup needs: its chunks and the bases of their deltas."""
         return {

@@ -42,7 +42,7 @@ from ..exceptions import ArchiveCorrupt
 from . import chunked, codec, files, layout
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChunkRecord:
     """One entry of the chunk index: the stored bytes found good (or written), by their
     SHA-256, the file's stamp then ("" where the storage has none) and when."""
@@ -100,6 +100,12 @@ class SnapshotSource:
             yield from chunked.find_chunks(sections, wanted)
 
 
+# How many index entries a backup looks up at once, and keeps: a window over the previous
+# backup's stored objects, in the order the backup meets them, so its memory does not grow
+# with the store (5 million users make some 25 000 chunks).
+PREFETCH_WINDOW = 1024
+
+
 class StoredChunkCheck:
     """chunked.ReuseCheck for one backup: trusts a stored chunk unread when the index has
     a fresh entry whose stamp is the file's, else reads it; remembers what it found good
@@ -125,23 +131,40 @@ class StoredChunkCheck:
             if index is not None and reverify_seconds > 0
             else None
         )
+        # The index entries of the current window, and every chunk asked for in it.
         self._records: dict[str, ChunkRecord] = {}
         self._asked: set[str] = set()
+        # The previous backup's objects in order (prefetch), and where each one is.
+        self._order: list[bytes] = []
+        self._position: dict[bytes, int] = {}
         self._found_good: list[ChunkRecord] = []
         self._written: list[tuple[str, str]] = []  # (chunk hex, SHA-256 of what was written)
         self.rechecked = 0  # stored chunks read because the index could not vouch for them
 
-    def prefetch(self, chunk_hexes: Iterable[str]) -> None:
-        """Looks up, in bulk, the entries of chunks the backup will likely reuse."""
-        wanted = [chunk_hex for chunk_hex in chunk_hexes if chunk_hex not in self._asked]
-        if self._index is None or not wanted:
-            return
-        self._asked.update(wanted)
-        self._records.update(self._index.lookup(wanted))
+    def prefetch(self, chunk_ids: Iterable[bytes]) -> None:
+        """The stored objects the backup will likely reuse, in the order it will meet them
+        (chunked.Manifest.objects_in_order of the previous backup): their index entries
+        are looked up a window at a time, as the backup reaches each window."""
+        for chunk_id in chunk_ids:
+            if chunk_id not in self._position:
+                self._position[chunk_id] = len(self._order)
+                self._order.append(chunk_id)
 
     def _record(self, chunk_hex: str) -> ChunkRecord | None:
-        if chunk_hex not in self._asked:
-            self.prefetch([chunk_hex])
+        if chunk_hex in self._asked:
+            return self._records.get(chunk_hex)
+        position = self._position.get(bytes.fromhex(chunk_hex))
+        if position is None:
+            wanted = [chunk_hex]  # not in the previous backup: looked up alone
+        else:
+            # The backup has moved past the window it was in: forget it, fetch the next.
+            self._records = {}
+            self._asked = set()
+            window = self._order[position : position + PREFETCH_WINDOW]
+            wanted = [chunk_id.hex() for chunk_id in window]
+        self._asked.update(wanted)
+        if self._index is not None:
+            self._records.update(self._index.lookup(wanted))
         return self._records.get(chunk_hex)
 
     def _fresh(self, chunk_hex: str) -> bool:

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from failsafe import archives, services
-from failsafe.archive import files, get_store
+from failsafe.archive import files, get_store, healing
 from failsafe.exceptions import FailsafeError
 from failsafe.models import Backup, VerifiedChunk
 from licensing.models import License
@@ -164,6 +164,21 @@ def test_a_fresh_index_spares_the_reads_and_age_zero_reads_everything(db, settin
     assert (fresh.chunks_written, fresh.chunks_rechecked) == (0, 0)
     assert (reread.chunks_written, reread.chunks_rechecked) == (0, first.chunks)
     assert (unindexed.chunks_written, unindexed.chunks_rechecked) == (0, first.chunks)
+
+
+def test_a_store_larger_than_the_index_window_is_still_reused_unread(db, settings, monkeypatch):
+    # The index is looked up a window of the previous backup's chunks at a time, and only
+    # that window is kept: memory stays flat however big the store grows.
+    monkeypatch.setattr(healing, "PREFETCH_WINDOW", 2)
+    store = get_store()
+    index = archives.DatabaseChunkIndex()
+    rows = [(TABLE_SPEC, table(range(1, 3001)))]
+    _, first = write(store, rows, chunk_index=index, reverify_seconds=3600)
+    assert first.chunks > 3 * healing.PREFETCH_WINDOW
+
+    _, again = write(store, rows, chunk_index=index, reverify_seconds=3600)
+
+    assert (again.chunks_written, again.chunks_rechecked) == (0, 0)
 
 
 # --- verify --repair ------------------------------------------------------------------
