@@ -152,7 +152,8 @@ class RestorePlan:
     accounts: list[AccountChange] = field(default_factory=list)
     accounts_unlisted: int = 0
     own_account: list[str] = field(default_factory=list)
-    # The primary keys of every such account, listed or not: whom a password reset reaches.
+    # The primary keys of every such account, listed or not, when a password reset is to
+    # reach them (a full restore keeps them only then).
     account_pks: list | array = field(default_factory=list)
     # Whether those accounts were told to change their password (apply only).
     password_reset: bool = False
@@ -323,11 +324,14 @@ class _AccountWatch:
     """Notes the accounts whose password hash, role, active flag or groups a restore changes.
 
     With `listed`, names at most that many (and always the account of `keep`, a pk) and
-    counts the rest, keeping only their primary keys, 8 bytes each where they are integers:
-    memory stays flat when a restore brings back a million accounts.
+    counts the rest; with `all_pks` (a password reset will reach them), keeps the primary
+    key of every one, 8 bytes each where they are integers. Memory stays flat when a
+    restore brings back millions of accounts, but for those keys when they are asked for.
     """
 
-    def __init__(self, spec: ModelSpec, *, listed: int | None = None, keep=None):
+    def __init__(
+        self, spec: ModelSpec, *, listed: int | None = None, keep=None, all_pks: bool = True
+    ):
         self.name = record_namer(spec)
         self.columns = [
             (name, spec.columns.index(name)) for name in CONTAINMENT_COLUMNS if name in spec.columns
@@ -336,6 +340,7 @@ class _AccountWatch:
         self.keep = None if keep is None else str(keep)
         self.found: list[AccountChange] = []
         self.unlisted = 0
+        self.all_pks = all_pks
         self.pks: list | array = array("q")
 
     # diff_rows(archived, live): REMOVED comes back, ADDED goes, MODIFIED is rolled back.
@@ -354,10 +359,11 @@ class _AccountWatch:
                 self._note(row_diff.pk, row_diff.baseline, changed)
 
     def _note(self, pk, row: list, changes: list[str]) -> None:
-        try:
-            self.pks.append(pk)
-        except TypeError:  # not an integer key: a plain list, as big as it needs
-            self.pks = [*self.pks, pk]
+        if self.all_pks:
+            try:
+                self.pks.append(pk)
+            except TypeError:  # not an integer key: a plain list, as big as it needs
+                self.pks = [*self.pks, pk]
         if self.listed is None or len(self.found) < self.listed or str(pk) == self.keep:
             self.found.append(AccountChange(pk, self.name(row), changes))
         else:
@@ -426,6 +432,7 @@ class _ModelRestore:
         cascades: dict[str, CascadeHit],
         keep_evidence: EvidenceKeeper | None = None,
         own_pk=None,
+        force_password_reset: bool = False,
     ):
         self.model = model
         self.keep_evidence = keep_evidence
@@ -449,7 +456,9 @@ class _ModelRestore:
         self.deferred: list[_Write] = []
         self.last_conflict: IntegrityError | None = None
         self.accounts = (
-            _AccountWatch(spec, listed=setting("DETAIL_LIMIT"), keep=own_pk)
+            _AccountWatch(
+                spec, listed=setting("DETAIL_LIMIT"), keep=own_pk, all_pks=force_password_reset
+            )
             if model is get_user_model()
             else None
         )
@@ -666,6 +675,7 @@ def _run(
     keep_evidence: EvidenceKeeper | None = None,
     digests: RowDigests | None = None,
     own_pk=None,
+    force_password_reset: bool = False,
 ) -> RestorePlan:
     """One pass over `sections`; with `digests`, each section's rows are folded into it as
     they are read, so the verification need not read the backup again. `own_pk`: the
@@ -687,6 +697,7 @@ def _run(
             cascades=cascades,
             keep_evidence=keep_evidence,
             own_pk=own_pk,
+            force_password_reset=force_password_reset,
         )
         # The live rows are read now, after the earlier sections' writes and cascades.
         for row_diff in diff_rows(rows, _live_pages(model, archived.spec)):
@@ -780,6 +791,7 @@ def apply_restore(
                     keep_evidence=keep_evidence,
                     digests=digests,
                     own_pk=own_pk,
+                    force_password_reset=force_password_reset,
                 )
             # Foreign keys are deferred until commit; check now so a bad row rolls back here.
             connection.check_constraints(table_names=_captured_tables())
@@ -804,7 +816,7 @@ def apply_restore(
     # sessions and tokens, 100 000 keys in one query, to delete nothing.)
     if force_password_reset and plan.account_pks:
         _require_password_change(plan.account_pks)
-    plan.password_reset = force_password_reset and bool(plan.account_pks)
+    plan.password_reset = force_password_reset and bool(plan.accounts)
     return plan
 
 
