@@ -180,11 +180,6 @@ class ArchiveStore:
             raise ValueError(f"Unknown archive format {format_version!r}")
         chunk_files = files.ChunkFiles(self.storage)
         parent = self._previous_manifest(previous)
-        known_sizes = (
-            {ref.id: ref.size for entry in parent.models for ref in entry.chunks}
-            if parent is not None
-            else {}
-        )
         reuse = healing.StoredChunkCheck(
             chunk_files,
             aead=keyset.primitive,
@@ -200,7 +195,6 @@ class ArchiveStore:
                 key_id=keyset.primary_key_id,
                 meta=meta,
                 sections=sections,
-                known_sizes=known_sizes,
                 reuse=reuse,
                 parent=parent,
             )

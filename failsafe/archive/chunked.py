@@ -594,7 +594,6 @@ def write_chunks(
     key_id: int,
     meta: dict,
     sections: Iterable[Section],
-    known_sizes: Mapping[bytes, int] | None = None,
     reuse: ReuseCheck | None = None,
     parent: Manifest | None = None,
 ) -> WriteResult:
@@ -602,7 +601,8 @@ def write_chunks(
 
     A chunk the store already holds is not compressed, encrypted or written again when
     `reuse` says its stored copy is good (without `reuse`, whenever it exists); its stored
-    size comes from `known_sizes` (an earlier manifest) or, failing that, the store. A
+    size and bases come from `parent` (the previous backup's manifest) or, failing that,
+    the store. A
     stored copy `reuse` refuses is replaced by the one sealed from these rows: the next
     backup heals a damaged chunk whose rows are still live.
     A new chunk is stored as a delta over the chunk of `parent` (the previous backup's
@@ -611,13 +611,15 @@ def write_chunks(
     the garbage collector, and no manifest names them.
     """
     namer = ChunkNamer.for_key_id(key_id)
-    known_sizes = known_sizes or {}
     objects = StoredObjects(chunks, aead)
+    known: dict[bytes, ChunkRef] = {}
     parent_models: dict[str, ModelEntry] = {}
-    known_needs: dict[bytes, tuple[bytes, ...]] = {}
-    if parent is not None and parent.key_id == key_id and parent.key_check == namer.check:
-        parent_models = {entry.spec.label: entry for entry in parent.models}
-        known_needs = {ref.id: ref.needs for entry in parent.models for ref in entry.chunks}
+    same_key = False
+    if parent is not None:
+        known = {ref.id: ref for entry in parent.models for ref in entry.chunks}
+        same_key = parent.key_id == key_id and parent.key_check == namer.check
+        if same_key:
+            parent_models = {entry.spec.label: entry for entry in parent.models}
     report = progress.current()
     compressor = zstandard.ZstdCompressor(level=codec.ZSTD_LEVEL)
     packer = codec.new_packer()
@@ -640,8 +642,9 @@ def write_chunks(
             chunk_hex = chunk_id.hex()
             held = chunks.holds(chunk_hex)
             needs: tuple[bytes, ...] | None = ()
+            known_ref = known.get(chunk_id)
             if held:
-                needs = known_needs.get(chunk_id)
+                needs = known_ref.needs if same_key and known_ref is not None else None
                 if needs is None:
                     needs = objects.needs_of(chunk_id)  # None: unreadable, so written again
             if (
@@ -649,9 +652,7 @@ def write_chunks(
                 and needs is not None
                 and (reuse is None or reuse.reusable(chunk_hex, plaintext, needs))
             ):
-                size = known_sizes.get(chunk_id)
-                if size is None:
-                    size = chunks.size(chunk_hex)
+                size = known_ref.size if known_ref is not None else chunks.size(chunk_hex)
                 if bases is not None:
                     bases.passed(chunk_id)
             else:
